@@ -1,0 +1,54 @@
+"""The one configuration object of an audit. The CLI fills it; `maxact_card.audit(**options)` too.
+
+Precedence: values given on the command line (or as keyword arguments) > defaults here.
+`None` means "unset": the component that owns the option chooses (for example the output
+directory defaults to one named after the model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import UsageError
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    model: str
+    revision: Optional[str] = None
+    token: Optional[str] = field(default=None, repr=False)
+    gguf_file: Optional[str] = None
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: Optional[str] = None
+    trust_remote_code: bool = False
+    corpus: str = "builtin"
+    samples: int = 256
+    max_seq_len: int = 512
+    seed: int = 0
+    batch_size: str = "auto"
+    output_dir: Optional[str] = None
+    quant_check: bool = True
+    calib_samples: int = 128
+    clip_percentiles: tuple[float, ...] = (99.9, 99.99)
+    progress: bool = True
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.calib_samples < 0:
+            raise UsageError(f"--calib-samples must be >= 0, got {self.calib_samples}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch_size != "auto" and not (str(self.batch_size).isdigit() and int(self.batch_size) > 0):
+            raise UsageError(f"--batch-size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        if self.device_map not in (None, "auto"):
+            raise UsageError(f"--device-map accepts only 'auto', got {self.device_map!r}")
+        for p in self.clip_percentiles:
+            if not 50.0 < p < 100.0:
+                raise UsageError(f"--clip-percentiles must lie between 50 and 100, got {p}")

@@ -1,0 +1,363 @@
+"""The result of an audit: frozen dataclasses, an exact JSON round-trip, and the card's YAML block.
+
+Every float is a plain Python float (never a numpy or torch scalar), every collection a tuple or a
+dict with string keys, so `Report.from_json(r.to_json()) == r` holds exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import OutputError, ReportError
+
+SCHEMA_VERSION = "1.0"
+
+# Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
+HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
+# Reported separately: not part of the residual stream.
+SEPARATE_KINDS = ("mlp.gate", "mlp.down_in", "router")
+KIND_ORDER = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one activation value sits: sample index in the corpus, token position, channel."""
+
+    sample: int
+    position: int
+    token_id: int
+    token: str
+    channel: int
+    sign: int
+
+
+@dataclass(frozen=True)
+class TopValue:
+    value: float
+    location: Location
+
+
+@dataclass(frozen=True)
+class ChannelMax:
+    channel: int
+    absmax: float
+
+
+@dataclass(frozen=True)
+class SiteStats:
+    """Statistics of one probe site over every non-padding token of the corpus."""
+
+    name: str
+    kind: str
+    layer: Optional[int]
+    count: int
+    nonfinite: int
+    nonfinite_location: Optional[Location]
+    max: Optional[float]
+    min: Optional[float]
+    absmax: Optional[float]
+    absmax_location: Optional[Location]
+    mean: Optional[float]
+    std: Optional[float]
+    rms: Optional[float]
+    quantiles: dict[str, float]
+    top: tuple[TopValue, ...]
+    massive: int
+    top_channels: tuple[ChannelMax, ...]
+
+
+@dataclass(frozen=True)
+class Peak:
+    """M: the largest |activation| over the headline sites, where it first appears."""
+
+    value: float
+    abs: float
+    site: str
+    kind: str
+    layer: Optional[int]
+    sample: int
+    position: int
+    token: str
+    token_id: int
+    channel: int
+
+
+@dataclass(frozen=True)
+class KindMax:
+    kind: str
+    absmax: float
+    site: str
+    layer: Optional[int]
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """M (and each site's max) against the largest finite value of a numeric format."""
+
+    format: str
+    max_finite: float
+    ratio: float
+    overflow_sites: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    source: str
+    revision: Optional[str]
+    architecture: str
+    model_type: str
+    num_layers: int
+    dtype: str
+    device: str
+    gguf_file: Optional[str]
+
+
+@dataclass(frozen=True)
+class CorpusRecord:
+    name: str
+    fingerprint: str
+    samples: int
+    tokens: int
+    bos_added: bool
+    max_seq_len: int
+    seed: int
+    domains: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Timings:
+    load_s: float
+    probe_s: float
+    quant_s: float
+    total_s: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class SiteQuantError:
+    """Error of fake-quantizing one site's activations with one format/policy, on held-out data."""
+
+    site: str
+    layer: Optional[int]
+    format: str
+    sqnr_db: float
+    rel_rmse: float
+    rel_mae: float
+    clip_rate: float
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Next-token loss with every linear layer's input fake-quantized in one format."""
+
+    format: str
+    nll: float
+    ppl: float
+    delta_nll: float
+    ppl_ratio: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    format: str
+    verdict: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    calib_samples: int
+    eval_samples: int
+    eval_tokens: int
+    baseline_nll: float
+    baseline_ppl: float
+    sites: tuple[SiteQuantError, ...]
+    end_to_end: tuple[EndToEnd, ...]
+    verdicts: tuple[Verdict, ...]
+    recommendation: str
+
+
+@dataclass(frozen=True)
+class Report:
+    schema_version: str
+    tool_version: str
+    created: str
+    command: str
+    model: ModelRecord
+    corpus: CorpusRecord
+    peak: Optional[Peak]
+    kinds: tuple[KindMax, ...]
+    fp16_safe: bool
+    headroom: tuple[Headroom, ...]
+    sites: tuple[SiteStats, ...]
+    timings: Timings
+    quant: Optional[QuantReport]
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version is None:
+            raise ReportError("not a maxact-card report: no schema_version; pass a maxact_report.json")
+        if str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ReportError(
+                f"report schema {version} is not readable by this version (schema {SCHEMA_VERSION}); "
+                "re-run `maxact-card audit` or upgrade maxact-card"
+            )
+        try:
+            return _from_plain(cls, data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportError(f"malformed report ({exc}); re-run `maxact-card audit`") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"report is not valid JSON (line {exc.lineno}); pass a maxact_report.json") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Report":
+        p = Path(path)
+        if not p.is_file():
+            raise ReportError(f"no report at {p}; run `maxact-card audit` first")
+        return cls.from_json(p.read_text(encoding="utf-8"))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return write_atomic(Path(path), self.to_json().encode("utf-8"))
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def site(self, name: str) -> SiteStats:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def kind_max(self, kind: str) -> Optional[KindMax]:
+        return next((k for k in self.kinds if k.kind == kind), None)
+
+    def top_layers(self, n: int = 5) -> list[tuple[int, float, str]]:
+        """Layers ranked by their largest |a| over headline sites: (layer, absmax, site)."""
+        best: dict[int, tuple[float, str]] = {}
+        for s in self.sites:
+            if s.layer is None or s.kind not in HEADLINE_KINDS or s.absmax is None:
+                continue
+            if s.layer not in best or s.absmax > best[s.layer][0]:
+                best[s.layer] = (s.absmax, s.name)
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [(layer, v, name) for layer, (v, name) in ranked[:n]]
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write to {path.parent} ({exc.strerror}); pass a writable --output-dir") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, float):
+        return float(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def _from_plain(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_plain(inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp.__name__}")
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _from_plain(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)})
+    if origin is tuple:
+        return tuple(_from_plain(args[0], v) for v in value)
+    if origin is dict:
+        return {str(k): _from_plain(args[1], v) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {tp!r}")
+
+
+def yaml_metadata(report: Report) -> dict[str, Any]:
+    """The `activation_range:` block for the card's front matter: plain floats and strings only."""
+    peak = report.peak
+    meta: dict[str, Any] = {
+        "schema_version": report.schema_version,
+        "tool": "maxact-card",
+        "tool_version": report.tool_version,
+        "revision": report.model.revision or "",
+        "dtype": report.model.dtype,
+        "max_abs_activation": _f(peak.abs) if peak else None,
+        "max_activation_site": peak.site if peak else "",
+        "max_activation_layer": peak.layer if peak and peak.layer is not None else -1,
+        "fp16_safe": report.fp16_safe,
+        "site_kind_max": {k.kind: _f(k.absmax) for k in report.kinds},
+        "corpus": {
+            "name": report.corpus.name,
+            "fingerprint": report.corpus.fingerprint,
+            "samples": report.corpus.samples,
+            "tokens": report.corpus.tokens,
+        },
+    }
+    if report.quant is not None:
+        meta["verdicts"] = {v.format: v.verdict for v in report.quant.verdicts}
+    return meta
+
+
+def _f(x: float) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else float("nan")
