@@ -1,2 +1,205 @@
-def main() -> None:  # replaced below
-    raise SystemExit(0)
+"""The `maxact-card` command line. Heavy imports live inside the commands so --help is instant.
+
+Every `MaxActCardError` becomes one line on stderr and a non-zero exit code;
+MAXACT_DEBUG=1 shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from . import __version__
+from .errors import MaxActCardError, ThresholdExceeded, UsageError
+
+AUDIT_EXAMPLES = """
+\b
+Examples:
+  maxact-card audit Qwen/Qwen3-0.6B
+  maxact-card audit ./my-checkpoint --samples 256 --write-card
+  maxact-card audit ./SmolLM2-135M-Instruct.Q4_1.gguf --samples 32 --max-seq-len 128
+  maxact-card audit google/gemma-3-27b-it --open-pr --dry-run
+"""
+
+RENDER_EXAMPLES = """
+\b
+Examples:
+  maxact-card render maxact_report.json --readme README.md -o README.md
+  maxact-card render maxact_report.json -o card.md --template my_section.md.j2
+"""
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MaxActCardError as exc:
+            if os.environ.get("MAXACT_DEBUG") == "1":
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            if os.environ.get("MAXACT_DEBUG") == "1":
+                raise
+            _fail("interrupted; nothing was written", 130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="maxact-card")
+def cli() -> None:
+    """Measure how large an LLM's activations get (M = max|a|), check INT8/FP8/FP16 headroom,
+    and publish the result on the model's Hugging Face card.
+
+    \b
+    Examples:
+      maxact-card audit ./model.gguf --samples 64
+      maxact-card audit google/gemma-3-27b-it --open-pr
+      maxact-card render maxact_report.json --readme README.md -o README.md
+    """
+
+
+def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("give comma-separated numbers, e.g. 99.9,99.99") from None
+
+
+@cli.command(epilog=AUDIT_EXAMPLES)
+@click.argument("model")
+@click.option("--revision", help="Branch, tag or commit of a Hub repo (resolved to a commit sha).")
+@click.option("--token", help="Hugging Face token (default: HF_TOKEN, then the cached login). Never printed.")
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True,
+              help="Compute dtype; auto = the checkpoint's (float32 for GGUF).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--device-map", type=click.Choice(["auto"]), help="Shard the model across devices with accelerate.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the repo's own modelling code (off by default).")
+@click.option("--corpus", default="builtin", show_default=True,
+              help="builtin, a .jsonl/.txt file, or hf://datasets/OWNER/NAME/path.")
+@click.option("--samples", type=int, default=256, show_default=True, help="Number of corpus samples.")
+@click.option("--max-seq-len", type=int, default=512, show_default=True, help="Tokens per sample at most.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stratified sampling.")
+@click.option("--batch-size", default="auto", show_default=True,
+              help="Samples per forward pass; auto estimates from memory and halves on out-of-memory.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where maxact_report.json goes "
+              "(default: ./maxact-<model name>).")
+@click.option("--quant-check/--no-quant-check", default=True, show_default=True, help="Run the INT8/FP8 check.")
+@click.option("--calib-samples", type=int, default=128, show_default=True,
+              help="Samples that calibrate scales; the rest evaluate.")
+@click.option("--clip-percentiles", default="99.9,99.99", show_default=True, callback=_percentiles,
+              help="Percentile clipping policies for static INT8 scales.")
+@click.option("--fail-above", type=float, help="Exit with code 3 when M exceeds this value.")
+@click.option("--write-card", is_flag=True, help="Update README.md of the local checkpoint directory.")
+@click.option("--open-pr", is_flag=True, help="Open (or update) a pull request with the card on the Hub repo.")
+@click.option("--dry-run", is_flag=True, help="With --open-pr: print the README diff and the files, touch nothing.")
+@click.option("--force", is_flag=True, help="With --open-pr: commit even if the card already has this report.")
+@click.option("--template", type=click.Path(dir_okay=False, exists=True), help="Your own Jinja2 card-section template.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+@handle_errors
+def audit(model: str, **kw: Any) -> None:
+    """Measure the activation range of MODEL: a Hub repo id, a local checkpoint directory or a .gguf file.
+
+    Writes <output-dir>/maxact_report.json and prints a summary.
+    """
+    from .audit import default_output_dir, run_audit
+    from .options import AuditOptions
+    from .summary import summary
+
+    fail_above: Optional[float] = kw.pop("fail_above")
+    write_card, open_pr, dry_run, force = (kw.pop(k) for k in ("write_card", "open_pr", "dry_run", "force"))
+    template = kw.pop("template")
+    if (dry_run or force) and not open_pr:
+        raise UsageError("--dry-run and --force apply to --open-pr; add --open-pr")
+    if write_card and not Path(model).is_dir():
+        raise UsageError("--write-card needs a local checkpoint directory; for a Hub repo use --open-pr")
+    out_dir = Path(kw.pop("output_dir") or default_output_dir(model))
+    _check_writable(out_dir)
+    command = "maxact-card audit " + " ".join(shlex.quote(a) for a in _public_args(sys.argv[2:]))
+    options = AuditOptions(model=model, quant_check=kw.pop("quant_check"), command=command, **kw)
+    report = run_audit(options, echo=lambda s: click.echo(s, err=True))
+    path = report.save(out_dir / "maxact_report.json")
+    click.echo(summary(report))
+    click.echo(f"report: {path}")
+    if write_card:
+        from .publish import write_card as _write_card
+
+        readme = _write_card(report, Path(model), template=Path(template) if template else None)
+        click.echo(f"card: {readme}")
+    if open_pr:
+        from .hub import Hub
+        from .publish import open_pr as _open_pr
+
+        result = _open_pr(report, Hub(token=options.token), model, template=Path(template) if template else None,
+                          dry_run=dry_run, force=force, echo=click.echo)
+        if result.url:
+            click.echo(f"pull request: {result.url}")
+    if fail_above is not None and report.peak is not None and report.peak.abs > fail_above:
+        raise ThresholdExceeded(f"M = {report.peak.abs:.6g} at {report.peak.site} exceeds --fail-above {fail_above:g}")
+
+
+def _public_args(args: list[str]) -> list[str]:
+    """The command line without the token and without publishing flags, for the card."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--token":
+            skip = True
+            continue
+        if a.startswith("--token=") or a in ("--open-pr", "--write-card", "--dry-run", "--force"):
+            continue
+        out.append(a)
+    return out
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before the long work if the report cannot be written."""
+    probe_dir = out_dir
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
+        raise UsageError(f"cannot write to {out_dir}: {probe_dir} is not a writable directory; pass another --output-dir")
+
+
+@cli.command(epilog=RENDER_EXAMPLES)
+@click.argument("report_path", metavar="REPORT", type=click.Path(dir_okay=False))
+@click.option("--readme", type=click.Path(dir_okay=False), help="An existing README.md to merge the section into.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the card (default: stdout).")
+@click.option("--template", type=click.Path(dir_okay=False, exists=True), help="Your own Jinja2 card-section template.")
+@handle_errors
+def render(report_path: str, readme: Optional[str], output: Optional[str], template: Optional[str]) -> None:
+    """Render the Activation Range section of a saved REPORT (maxact_report.json) into a model card."""
+    from .publish import render_readme
+    from .report import Report, write_atomic
+
+    report = Report.load(report_path)
+    text = None
+    if readme:
+        p = Path(readme)
+        if not p.is_file():
+            raise UsageError(f"no README at {readme}; drop --readme to render a new card")
+        text = p.read_bytes().decode("utf-8")
+    card = render_readme(report, text, template=Path(template) if template else None)
+    if output:
+        write_atomic(Path(output), card.encode("utf-8"))
+        click.echo(f"card: {output}", err=True)
+    else:
+        click.echo(card, nl=False)
+
+
+def main() -> None:
+    cli(prog_name=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "maxact-card")

@@ -1,0 +1,126 @@
+"""The audit pipeline: resolve -> load -> corpus -> probe -> quant check -> report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import __version__
+from .options import AuditOptions
+from .report import SCHEMA_VERSION, ModelRecord, Report, Timings
+
+# Histogram rows: every 4th token row feeds the quantile histogram (see README, "Statistics").
+HIST_STRIDE = 4
+
+
+def default_output_dir(model: str) -> Path:
+    name = Path(model.rstrip("/")).name or "model"
+    if name.endswith(".gguf"):
+        name = name[: -len(".gguf")]
+    return Path("maxact-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name))
+
+
+def reproduce_command(o: AuditOptions, revision: Optional[str]) -> str:
+    parts = ["maxact-card", "audit", o.model]
+    if revision:
+        parts += ["--revision", revision]
+    parts += ["--corpus", o.corpus, "--samples", str(o.samples), "--max-seq-len", str(o.max_seq_len)]
+    parts += ["--seed", str(o.seed), "--dtype", o.dtype]
+    if not o.quant_check:
+        parts.append("--no-quant-check")
+    else:
+        parts += ["--calib-samples", str(o.calib_samples)]
+    return " ".join(parts)
+
+
+def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
+    from .loading import dir_source, local_source, looks_local
+
+    if looks_local(o.model):
+        if o.revision:
+            from .errors import UsageError
+
+            raise UsageError("--revision applies to Hub repos only; drop it for a local checkpoint")
+        return local_source(o.model)
+    hub = hub_factory()
+    sha = hub.resolve_revision(o.model, o.revision)
+    path, gguf_file = hub.download_model(o.model, sha)
+    return dir_source(o.model, path, sha, gguf_file)
+
+
+def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
+    from .corpus import load_documents, select, tokenize
+    from .loading import load
+    from .probe import kind_maxima, peak_of, probe
+    from .progress import progress_bar
+    from .sites import find_sites
+
+    t0 = time.perf_counter()
+    hub_obj = None
+
+    def hub_factory():
+        nonlocal hub_obj
+        if hub_obj is None:
+            from .hub import Hub
+
+            hub_obj = Hub(token=o.token)
+        return hub_obj
+
+    source = resolve_source(o, hub_factory)
+    echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
+    loaded = load(source, dtype=o.dtype, device=o.device, device_map=o.device_map, trust_remote_code=o.trust_remote_code)
+    model, tok = loaded.model, loaded.tokenizer
+    model_sites = find_sites(model)
+    t_load = time.perf_counter() - t0
+
+    fetch = (lambda repo, path: hub_factory().download_dataset_file(repo, path)) if o.corpus.startswith("hf://") else None
+    name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
+    corpus = tokenize(select(docs, o.samples, o.seed), tok, o.max_seq_len, name=name, seed=o.seed)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def decode(i: int) -> str:
+        return tok.decode([i])
+
+    batch_size = None if o.batch_size == "auto" else int(o.batch_size)
+    with progress_bar(len(corpus.input_ids), "probe", enabled=o.progress) as bar:
+        out = probe(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
+                    hist_stride=HIST_STRIDE, progress=bar)
+    t_probe = out.seconds
+
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    record = ModelRecord(
+        id=source.model_id,
+        source=source.kind,
+        revision=source.revision,
+        architecture=(cfg.architectures or [type(model).__name__])[0],
+        model_type=getattr(text_cfg, "model_type", cfg.model_type),
+        num_layers=model_sites.num_layers,
+        dtype=loaded.dtype,
+        device=loaded.device,
+        gguf_file=source.gguf_file,
+    )
+    peak = peak_of(out.sites)
+    from .quant import fp16_safe, headroom
+
+    site_max = {s.name: s.absmax for s in out.sites if s.absmax is not None}
+    total = time.perf_counter() - t0
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        tool_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        command=o.command or reproduce_command(o, source.revision),
+        model=record,
+        corpus=corpus.record(),
+        peak=peak,
+        kinds=kind_maxima(out.sites),
+        fp16_safe=fp16_safe(site_max),
+        headroom=headroom(peak.abs if peak else 0.0, site_max),
+        sites=out.sites,
+        timings=Timings(load_s=t_load, probe_s=t_probe, quant_s=0.0, total_s=total,
+                        tokens_per_s=out.tokens / t_probe if t_probe > 0 else 0.0),
+        quant=None,
+    )

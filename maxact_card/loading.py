@@ -1,0 +1,134 @@
+"""Model and tokenizer from a local directory, a Hub snapshot or a .gguf file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ModelNotFoundError, NoWeightsError, RemoteCodeError, UsageError
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the checkpoint lives on disk once resolved."""
+
+    model_id: str
+    kind: str  # 'hub', 'dir' or 'gguf'
+    path: Path  # the directory holding config/tokenizer/weights
+    gguf_file: Optional[str]
+    revision: Optional[str]
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    source: Source
+    dtype: str
+    device: str
+
+
+def looks_local(spec: str) -> bool:
+    return spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or Path(spec).exists()
+
+
+def local_source(spec: str) -> Source:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"no such file or directory: {spec}; pass a local checkpoint directory, a .gguf file or a Hub repo id")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelNotFoundError(f"{spec} is a file but not a .gguf; pass a checkpoint directory, a .gguf file or a Hub repo id")
+        return Source(spec, "gguf", path.parent.resolve(), path.name, None)
+    return dir_source(spec, path, None)
+
+
+def dir_source(model_id: str, path: Path, revision: Optional[str], gguf_file: Optional[str] = None) -> Source:
+    if gguf_file:
+        return Source(model_id, "gguf", path, gguf_file, revision)
+    if not (path / "config.json").is_file():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return Source(model_id, "gguf", path, ggufs[0], revision)
+        raise ModelNotFoundError(f"{model_id} has no config.json; pass a transformers checkpoint directory or a .gguf file")
+    if not any(path.glob(p) for p in WEIGHT_PATTERNS):
+        raise NoWeightsError(f"{model_id} has a config.json but no weight files (*.safetensors, *.bin); save the weights next to it")
+    return Source(model_id, "hub" if revision else "dir", path, None, revision)
+
+
+def check_remote_code(source: Source, trust_remote_code: bool) -> None:
+    """Refuse, before any import, a checkpoint whose architecture lives in the repo's own code."""
+    if trust_remote_code or source.gguf_file:
+        return
+    cfg = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    from transformers import CONFIG_MAPPING
+
+    if "auto_map" in cfg and cfg.get("model_type") not in CONFIG_MAPPING:
+        raise RemoteCodeError(
+            f"{source.model_id} needs code from its repo to load (config.json auto_map); "
+            "review that code, then pass --trust-remote-code"
+        )
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cpu" or device == "mps" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        return device
+    raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool) -> Loaded:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    check_remote_code(source, trust_remote_code)
+    dev = pick_device(device)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kw["gguf_file"] = source.gguf_file
+    path = str(source.path)
+    hf_logging.set_verbosity_error()
+    config = AutoConfig.from_pretrained(path, **kw)
+    torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    mkw = dict(kw, dtype=torch_dtype)
+    if device_map:
+        mkw["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+    except ValueError:
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(path, **mkw)
+    if not device_map:
+        model.to(dev)
+    model.eval()
+    return Loaded(model, tokenizer, source, str(torch_dtype).replace("torch.", ""), str(dev if not device_map else "auto"))
+
+
+def resolve_dtype(dtype: str, config: Any, gguf: bool):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if gguf:
+        return torch.float32  # GGUF tensors are de-quantized to float32
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    found = getattr(text, "dtype", None) or getattr(config, "dtype", None)
+    if isinstance(found, str):
+        found = getattr(torch, found, None)
+    return found if isinstance(found, torch.dtype) else torch.float32

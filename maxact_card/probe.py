@@ -1,0 +1,266 @@
+"""Attach the statistics hooks to every probe site and run the forward passes.
+
+Hooks are registered inside a context manager and always removed, even on error. Each hook is a
+few lines: pick the tensor, hand it to its accumulator with the batch context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .report import HEADLINE_KINDS, KIND_ORDER, KindMax, Peak, SiteStats
+from .sites import ModelSites, Site
+from .stats import BatchContext, SiteAccumulator
+
+
+@dataclass
+class BatchState:
+    """The context of the batch in flight; hooks read it."""
+
+    ctx: Optional[BatchContext] = None
+
+
+def activation(site: Site, value, batch: BatchContext) -> torch.Tensor:
+    """The activation tensor [B, T, C] a site's hook sees in `value` (a module output or input)."""
+    x = value[site.select] if isinstance(value, (tuple, list)) else value
+    if site.half:
+        x = x[..., : x.shape[-1] // 2]
+    if site.flat or x.dim() == 2:
+        B, T = batch.valid.shape
+        x = x.reshape(B, T, -1)
+    return x
+
+
+def _register(site: Site, fn: Callable[[torch.Tensor], None], state: BatchState) -> torch.utils.hooks.RemovableHandle:
+    if site.capture == "input":
+
+        def pre_hook(module, args, kwargs):
+            fn(activation(site, args[0] if args else kwargs["hidden_states"], state.ctx))
+
+        return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def hook(module, args, output):
+        fn(activation(site, output, state.ctx))
+
+    return site.module.register_forward_hook(hook)
+
+
+@contextlib.contextmanager
+def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]], state: BatchState) -> Iterator[None]:
+    handles = []
+    try:
+        for site, fn in zip(sites, fns):
+            handles.append(_register(site, fn, state))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, logits: bool = False):
+    """One forward pass as the probe runs it: no KV cache; logits only when asked for."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if not logits:
+        kwargs["logits_to_keep"] = 1
+    return model(**kwargs)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        return emb.weight.device
+    return next(model.parameters()).device
+
+
+@dataclass(frozen=True)
+class ProbeOutput:
+    sites: tuple[SiteStats, ...]
+    tokens: int
+    seconds: float
+    batch_size: int
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    msg = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+class Probe:
+    """Statistics for every site of `model_sites`; `run` feeds it batches."""
+
+    def __init__(self, model_sites: ModelSites, *, hist_stride: int = 1) -> None:
+        self.sites = model_sites.sites
+        self.accs = [SiteAccumulator(channel_absmax=s.kind == "residual", hist_stride=hist_stride) for s in self.sites]
+        self.state = BatchState()
+
+    def hooks(self) -> contextlib.AbstractContextManager[None]:
+        fns = [lambda x, acc=acc: acc.update(x, self.state.ctx) for acc in self.accs]
+        return hooked(self.sites, fns, self.state)
+
+    def snapshot(self) -> list:
+        return [(None if a.state is None else {k: v.clone() for k, v in a.state.items()}, a.calls) for a in self.accs]
+
+    def restore(self, snap: list) -> None:
+        for acc, (state, calls) in zip(self.accs, snap):
+            acc.state, acc.calls = state, calls
+
+    def results(self, decode: Callable[[int], str]) -> tuple[SiteStats, ...]:
+        return tuple(acc.result(s.name, s.kind, s.layer, decode) for s, acc in zip(self.sites, self.accs))
+
+
+def peak_of(sites: Sequence[SiteStats]) -> Optional[Peak]:
+    """M over the headline sites; among equal values the earliest site in forward order."""
+    best: Optional[SiteStats] = None
+    for s in sites:
+        if s.kind in HEADLINE_KINDS and s.absmax is not None and (best is None or s.absmax > best.absmax):
+            best = s
+    if best is None or best.absmax_location is None:
+        return None
+    loc = best.absmax_location
+    return Peak(
+        value=loc.sign * best.absmax,
+        abs=best.absmax,
+        site=best.name,
+        kind=best.kind,
+        layer=best.layer,
+        sample=loc.sample,
+        position=loc.position,
+        token=loc.token,
+        token_id=loc.token_id,
+        channel=loc.channel,
+    )
+
+
+def kind_maxima(sites: Sequence[SiteStats]) -> tuple[KindMax, ...]:
+    best: dict[str, SiteStats] = {}
+    for s in sites:
+        if s.absmax is not None and (s.kind not in best or s.absmax > best[s.kind].absmax):
+            best[s.kind] = s
+    return tuple(KindMax(k, best[k].absmax, best[k].name, best[k].layer) for k in KIND_ORDER if k in best)
+
+
+BatchPlan = list[list[int]]
+
+
+def plan_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int) -> BatchPlan:
+    """Length-sorted (longest first, ties by index) groups of `batch_size` sample indices."""
+    order = sorted(indices, key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def run_batches(
+    model: nn.Module,
+    corpus_ids: Sequence[Sequence[int]],
+    indices: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+    step: Callable[[torch.Tensor, torch.Tensor, BatchContext], None],
+    *,
+    adaptive: bool,
+    snapshot: Callable[[], object],
+    restore: Callable[[object], None],
+    on_batch: Callable[[int, int], None],
+) -> int:
+    """Run `step` over the samples in length-sorted batches; on out-of-memory (when `adaptive`),
+    undo the partial batch, halve the batch size and go on. Returns the batch size that finished."""
+    from .corpus import pad_batch
+
+    lengths = [len(ids) for ids in corpus_ids]
+    device = input_device(model)
+    pending = plan_batches(lengths, indices, batch_size)
+    while pending:
+        group = pending.pop(0)
+        batch = pad_batch([corpus_ids[i] for i in group], group, pad_id)
+        ctx = BatchContext(
+            valid=batch.attention_mask.bool().to(device),
+            sample_index=batch.sample_index.to(device),
+            input_ids=batch.input_ids.to(device),
+        )
+        snap = snapshot() if adaptive else None
+        try:
+            step(ctx.input_ids, batch.attention_mask.to(device), ctx)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not (adaptive and is_oom(exc) and batch_size > 1):
+                raise
+            restore(snap)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size = max(1, batch_size // 2)
+            rest = group + [i for g in pending for i in g]
+            pending = plan_batches(lengths, rest, batch_size)
+            continue
+        on_batch(len(group), int(batch.attention_mask.sum()))
+    return batch_size
+
+
+def estimate_batch_size(model: nn.Module, max_seq_len: int, with_logits: bool) -> int:
+    """A starting batch size from free memory and the model's widths; OOM halving corrects it."""
+    cfg = getattr(model, "config", None)
+    text = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    hidden = getattr(text, "hidden_size", 4096) or 4096
+    inter = getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden
+    heads = getattr(text, "num_attention_heads", 32) or 32
+    vocab = getattr(text, "vocab_size", 32000) if with_logits else 0
+    elem = next(model.parameters()).element_size()
+    per_seq = max_seq_len * (8 * hidden + 4 * inter + vocab) * max(elem, 4) + heads * max_seq_len**2 * elem
+    device = input_device(model)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free * 0.5
+    else:
+        budget = _available_ram() * 0.25
+    return int(max(1, min(64, budget // max(per_seq, 1))))
+
+
+def _available_ram() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def probe(
+    model: nn.Module,
+    model_sites: ModelSites,
+    corpus_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    decode: Callable[[int], str],
+    *,
+    batch_size: Optional[int],
+    hist_stride: int,
+    progress: Callable[[int, int], None],
+) -> ProbeOutput:
+    """Measure every site over every sample. `batch_size=None` = estimate, halve on OOM."""
+    p = Probe(model_sites, hist_stride=hist_stride)
+    bs = batch_size or estimate_batch_size(model, max(len(x) for x in corpus_ids), with_logits=False)
+    tokens = 0
+
+    def step(input_ids, attention_mask, ctx):
+        p.state.ctx = ctx
+        forward(model, input_ids, attention_mask)
+
+    def on_batch(n, t):
+        nonlocal tokens
+        tokens += t
+        progress(n, t)
+
+    start = time.perf_counter()
+    with torch.inference_mode(), p.hooks():
+        bs = run_batches(
+            model, corpus_ids, range(len(corpus_ids)), bs, pad_id, step,
+            adaptive=batch_size is None, snapshot=p.snapshot, restore=p.restore, on_batch=on_batch,
+        )
+    seconds = time.perf_counter() - start
+    return ProbeOutput(p.results(decode), tokens, seconds, bs)

@@ -1,0 +1,292 @@
+"""Streaming statistics of one probe site, kept on the activation's device.
+
+`SiteAccumulator.update(x, batch)` reduces one batch of activations [B, T, C] inside the hook:
+per-token (row) reductions first, then tiny tensors; no copy of the activation leaves the device
+and no value is read back to the host except where that is free (CPU tensors). Sums cross rows
+and batches in float64. Padding rows never count; NaN/Inf are counted, located, and excluded from
+every other statistic.
+
+`result()` reads the state back once, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .report import ChannelMax, Location, SiteStats, TopValue
+
+TOP_K = 16
+TOP_CHANNELS = 16
+MASSIVE_ABS = 100.0  # Sun et al. 2024: |a| > 100 ...
+MASSIVE_RATIO = 1000.0  # ... and > 1000x the median |a| of its token
+# Log-histogram of |a|: bins 2**(1/35) wide, so the geometric bin centre is within 0.995% of any
+# value in the bin. Range 2**-64 .. 2**128 covers every finite float32; smaller values count as 0.
+HIST_PER_OCTAVE = 35
+HIST_LO, HIST_HI = -64, 128
+HIST_BINS = (HIST_HI - HIST_LO) * HIST_PER_OCTAVE
+QUANTILES = {"p50": 0.5, "p99": 0.99, "p99.9": 0.999, "p99.99": 0.9999}
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What every hook of one forward pass shares: which rows are real tokens, and whose."""
+
+    valid: torch.Tensor  # [B, T] bool, False on padding
+    sample_index: torch.Tensor  # [B] long: index of each row's sample in the corpus
+    input_ids: torch.Tensor  # [B, T] long
+
+    def on(self, device: torch.device) -> "BatchContext":
+        if self.valid.device == device:
+            return self
+        return BatchContext(self.valid.to(device), self.sample_index.to(device), self.input_ids.to(device))
+
+
+def _loc_key(sample: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """A sortable key for (sample, position): smaller = earlier in the corpus."""
+    return sample * (1 << 32) + position
+
+
+class SiteAccumulator:
+    """Running statistics of one site. One `update` per batch, one `result` at the end."""
+
+    def __init__(self, *, channel_absmax: bool = False, hist_stride: int = 1) -> None:
+        self.channel_absmax = channel_absmax
+        self.hist_stride = hist_stride
+        self.calls = 0
+        self.state: Optional[dict[str, torch.Tensor]] = None
+
+    def _init_state(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        dev, f64, i64 = x.device, torch.float64, torch.int64
+        return {
+            "count": torch.zeros((), dtype=i64, device=dev),
+            "nonfinite": torch.zeros((), dtype=i64, device=dev),
+            "nonfinite_loc": torch.full((4,), -1, dtype=i64, device=dev),  # sample, pos, token, channel
+            "nonfinite_key": torch.full((), 2**62, dtype=i64, device=dev),
+            "max": torch.full((), -math.inf, dtype=f64, device=dev),
+            "min": torch.full((), math.inf, dtype=f64, device=dev),
+            "sum": torch.zeros((), dtype=f64, device=dev),
+            "sumsq": torch.zeros((), dtype=f64, device=dev),
+            "best_abs": torch.full((), -1.0, dtype=f64, device=dev),
+            "best_val": torch.zeros((), dtype=f64, device=dev),
+            "best_loc": torch.full((4,), -1, dtype=i64, device=dev),  # sample, pos, token, channel
+            "top_abs": torch.zeros((0,), dtype=f64, device=dev),
+            "top_val": torch.zeros((0,), dtype=f64, device=dev),
+            "top_loc": torch.zeros((0, 4), dtype=i64, device=dev),
+            "hist": torch.zeros(HIST_BINS, dtype=f64, device=dev),
+            "hist_total": torch.zeros((), dtype=f64, device=dev),
+            "massive": torch.zeros((), dtype=i64, device=dev),
+            "chan": torch.zeros(x.shape[-1], dtype=f64, device=dev) if self.channel_absmax else torch.zeros(0),
+        }
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, ctx: BatchContext) -> None:
+        if self.state is None:
+            self.state = self._init_state(x)
+        st = self.state
+        ctx = ctx.on(x.device)
+        B, T, C = x.shape
+        valid = ctx.valid
+        rmax, rmin = x.amax(-1), x.amin(-1)
+        # A row holds a NaN or an Inf exactly when its max or min is not finite. On the CPU asking is
+        # free; on an accelerator the exact path always runs, so no hook waits for the host.
+        rowbad = ~(torch.isfinite(rmax) & torch.isfinite(rmin))
+        exact = x.device.type != "cpu" or bool((rowbad & valid).any())
+        if exact:
+            ok = torch.isfinite(x) & valid[..., None]
+            rmax = torch.where(ok, x, -math.inf).amax(-1)
+            rmin = torch.where(ok, x, math.inf).amin(-1)
+            x = torch.where(ok, x, 0)
+            self._nonfinite(st, ok, valid, ctx)
+            finite_rows = ok.sum(-1)
+        else:
+            rmax = rmax.masked_fill(~valid, -math.inf)
+            rmin = rmin.masked_fill(~valid, math.inf)
+            finite_rows = valid.to(torch.int64) * C
+        st["count"] += finite_rows.sum()
+        st["max"] = torch.maximum(st["max"], rmax.max().double())
+        st["min"] = torch.minimum(st["min"], rmin.min().double())
+        vf = valid.to(torch.float64)
+        st["sum"] += (x.sum(-1).double() * vf).sum()
+        st["sumsq"] += ((x * x).sum(-1).double() * vf).sum()
+
+        a = x.abs()
+        rabs = torch.maximum(rmax.abs().masked_fill(~valid, -1), rmin.abs().masked_fill(~valid, -1))
+        rabs = torch.where(torch.isfinite(rabs), rabs, -1.0)
+        self._absmax(st, x, a, rabs, ctx)
+        self._top(st, x, a, rabs, ctx)
+        self._hist(st, a, valid if not exact else None, ok if exact else None)
+        self._massive(st, a, rabs)
+        if self.channel_absmax:
+            st["chan"] = torch.maximum(st["chan"], (a * valid[..., None]).amax((0, 1)).double())
+        self.calls += 1
+
+    # -- pieces of update ----------------------------------------------------------------------------
+    def _nonfinite(self, st: dict, ok: torch.Tensor, valid: torch.Tensor, ctx: BatchContext) -> None:
+        bad = ~ok & valid[..., None]
+        st["nonfinite"] += bad.sum()
+        B, T, C = bad.shape
+        # earliest (sample, position, channel) holding a non-finite value
+        pos = torch.arange(T, device=bad.device)
+        key = _loc_key(ctx.sample_index[:, None], pos[None, :])  # [B, T]
+        row_bad = bad.any(-1)
+        kmin = torch.where(row_bad, key, 2**62).amin()
+        hit = row_bad & (key == kmin)
+        flat = hit.reshape(-1).to(torch.int64).argmax()
+        b, t = flat // T, flat % T
+        c = bad[b, t].to(torch.int64).argmax()
+        loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c])
+        better = kmin < st["nonfinite_key"]
+        st["nonfinite_loc"] = torch.where(better, loc, st["nonfinite_loc"])
+        st["nonfinite_key"] = torch.minimum(st["nonfinite_key"], kmin)
+
+    def _absmax(self, st: dict, x: torch.Tensor, a: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
+        B, T, C = x.shape
+        pos = torch.arange(T, device=x.device)
+        key = _loc_key(ctx.sample_index[:, None], pos[None, :])
+        best = rabs.max()
+        kmin = torch.where(rabs == best, key, 2**62).amin()  # ties: the earliest sample and position
+        flat = (key == kmin).reshape(-1).to(torch.int64).argmax()
+        b, t = flat // T, flat % T
+        c = a[b, t].argmax()
+        val = x[b, t, c].double()
+        loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c])
+        best = best.double()
+        old_key = _loc_key(st["best_loc"][0], st["best_loc"][1])
+        better = (best > st["best_abs"]) | ((best == st["best_abs"]) & (kmin < old_key))
+        st["best_abs"] = torch.where(better, best, st["best_abs"])
+        st["best_val"] = torch.where(better, val, st["best_val"])
+        st["best_loc"] = torch.where(better, loc, st["best_loc"])
+
+    def _top(self, st: dict, x: torch.Tensor, a: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
+        """Top-k |a| elements: they can only sit in the k rows with the largest row max."""
+        B, T, C = x.shape
+        k = min(TOP_K, B * T)
+        rvals, rows = rabs.reshape(-1).topk(k)
+        cand = a.reshape(B * T, C)[rows]  # [k, C]
+        cand = torch.where((rvals >= 0)[:, None], cand, -1.0)
+        vals, idx = cand.reshape(-1).topk(min(TOP_K, k * C))
+        r, c = rows[idx // C], idx % C
+        b, t = r // T, r % T
+        signed = x.reshape(B * T, C)[r, c].double()
+        loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c], dim=1)
+        keep = vals >= 0
+        signed = torch.where(keep, signed, 0.0)
+        absv = torch.where(keep, vals.double(), -1.0)
+        allabs = torch.cat([st["top_abs"], absv])
+        allsigned = torch.cat([st["top_val"], signed])
+        allloc = torch.cat([st["top_loc"], loc])
+        # order: |a| descending, then earliest sample, position, channel (deterministic under ties)
+        order = torch.arange(allabs.numel(), device=x.device)
+        for key in (allloc[:, 3], allloc[:, 1], allloc[:, 0]):
+            order = order[torch.sort(key[order], stable=True).indices]
+        order = order[torch.sort(-allabs[order], stable=True).indices][:TOP_K]
+        st["top_abs"] = allabs[order]
+        st["top_val"] = allsigned[order]
+        st["top_loc"] = allloc[order]
+
+    def _hist(self, st: dict, a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[torch.Tensor]) -> None:
+        """Log-histogram of |a| over every `hist_stride`-th token row (offset cycling per batch)."""
+        B, T, C = a.shape
+        s = self.hist_stride
+        off = self.calls % s
+        rows = a.reshape(B * T, C)[off::s]
+        if ok is not None:
+            keep = ok.reshape(B * T, C)[off::s]
+            n = keep.sum()
+        else:
+            vrows = valid.reshape(B * T)[off::s]
+            keep = vrows[:, None]
+            n = vrows.sum() * C
+        logs = rows.log2().masked_fill_(~keep, -math.inf)
+        h = torch.histc(logs, bins=HIST_BINS, min=HIST_LO, max=HIST_HI)
+        st["hist"] += h.double()
+        st["hist_total"] += n.double()
+
+    def _massive(self, st: dict, a: torch.Tensor, rabs: torch.Tensor) -> None:
+        """Sun et al. 2024: |a| > 100 and > 1000x the median |a| of the same token."""
+        B, T, C = a.shape
+        flat = a.reshape(B * T, C)
+        cand = rabs.reshape(-1) > MASSIVE_ABS
+        if a.device.type == "cpu":  # only rows that can hold one; free to ask on the CPU
+            flat = flat[cand]
+            if flat.shape[0] == 0:
+                return
+            weight = None
+        else:
+            weight = cand[:, None]
+        med = flat.median(-1).values
+        thr = torch.clamp(med * MASSIVE_RATIO, min=MASSIVE_ABS)
+        hits = flat > thr[:, None]
+        if weight is not None:
+            hits = hits & weight
+        st["massive"] += hits.sum()
+
+    # -- result ----------------------------------------------------------------------------------------
+    def result(self, name: str, kind: str, layer: Optional[int], decode: Callable[[int], str]) -> SiteStats:
+        st = self.state
+        if st is None:
+            return SiteStats(name, kind, layer, 0, 0, None, None, None, None, None, None, None, None, {}, (), 0, ())
+        host = {k: v.detach().cpu() for k, v in st.items()}
+        count = int(host["count"])
+        nonfinite = int(host["nonfinite"])
+
+        def loc(t: torch.Tensor, sign: int) -> Location:
+            s, p, tok, c = (int(v) for v in t.tolist())
+            return Location(sample=s, position=p, token_id=tok, token=decode(tok), channel=c, sign=sign)
+
+        nf_loc = loc(host["nonfinite_loc"], 0) if nonfinite else None
+        if count == 0:
+            return SiteStats(name, kind, layer, 0, nonfinite, nf_loc, None, None, None, None, None, None, None, {}, (), 0, ())
+        mean = float(host["sum"]) / count
+        ms = float(host["sumsq"]) / count
+        best_val = float(host["best_val"])
+        top = tuple(
+            TopValue(value=float(v), location=loc(l, 1 if v >= 0 else -1))
+            for v, l, ab in zip(host["top_val"].tolist(), host["top_loc"], host["top_abs"].tolist())
+            if ab >= 0
+        )
+        chans: tuple[ChannelMax, ...] = ()
+        if self.channel_absmax:
+            cv, ci = host["chan"].topk(min(TOP_CHANNELS, host["chan"].numel()))
+            chans = tuple(ChannelMax(channel=int(i), absmax=float(v)) for v, i in zip(cv.tolist(), ci.tolist()))
+        return SiteStats(
+            name=name,
+            kind=kind,
+            layer=layer,
+            count=count,
+            nonfinite=nonfinite,
+            nonfinite_location=nf_loc,
+            max=float(host["max"]),
+            min=float(host["min"]),
+            absmax=float(host["best_abs"]),
+            absmax_location=loc(host["best_loc"], 1 if best_val >= 0 else -1),
+            mean=mean,
+            std=math.sqrt(max(ms - mean * mean, 0.0)),
+            rms=math.sqrt(ms),
+            quantiles=histogram_quantiles(host["hist"], float(host["hist_total"])),
+            top=top,
+            massive=int(host["massive"]),
+            top_channels=chans,
+        )
+
+
+def histogram_quantiles(hist: torch.Tensor, total: float) -> dict[str, float]:
+    """Quantiles of |a| from the log-histogram; values below the range (and zeros) read as 0."""
+    if total <= 0:
+        return {}
+    zeros = total - float(hist.sum())
+    cum = torch.cumsum(hist, 0)
+    out: dict[str, float] = {}
+    for name, q in QUANTILES.items():
+        rank = max(1.0, math.ceil(q * total))
+        if rank <= zeros:
+            out[name] = 0.0
+            continue
+        i = int(torch.searchsorted(cum, torch.tensor(rank - zeros, dtype=cum.dtype)).item())
+        i = min(i, HIST_BINS - 1)
+        out[name] = 2.0 ** (HIST_LO + (i + 0.5) / HIST_PER_OCTAVE)
+    return out
