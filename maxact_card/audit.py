@@ -47,8 +47,8 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
         return local_source(o.model)
     hub = hub_factory()
     sha = hub.resolve_revision(o.model, o.revision)
-    path, gguf_file = hub.download_model(o.model, sha)
-    return dir_source(o.model, path, sha, gguf_file)
+    snap = hub.download_model(o.model, sha)
+    return dir_source(o.model, snap.path, sha, snap.gguf_file)
 
 
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
