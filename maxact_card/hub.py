@@ -187,7 +187,7 @@ class Hub:
             except RemoteEntryNotFoundError:
                 return None
         try:
-            return Path(local).read_text(encoding="utf-8")
+            return Path(local).read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise HubError(f"'{path_in_repo}' of '{repo_id}' at '{revision}' is not UTF-8 text") from exc
 

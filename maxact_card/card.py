@@ -1,0 +1,474 @@
+"""The model-card side: render the "Activation range" section and merge it into a README.md.
+
+Merging never changes a byte the author wrote. The section lives between two marker lines in the
+body and the metadata under one top-level key of the YAML front matter; both are found and
+replaced as text (the front matter is never re-serialized, so comments, key order, quoting and
+unknown fields stay exactly as they were). Whatever is inserted uses the README's own line
+endings (LF or CRLF); a UTF-8 byte order mark stays at the start.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from .errors import UsageError
+from .report import HEADLINE_KINDS, KIND_ORDER, Report, yaml_metadata
+
+BEGIN_MARKER = "<!-- maxact-card:begin -->"
+END_MARKER = "<!-- maxact-card:end -->"
+METADATA_KEY = "activation_range"
+SECTION_TEMPLATE = "activation_range.md.j2"
+PR_TEMPLATE = "pr_description.md.j2"
+FIGURE_NAME = "maxact_layers.png"
+REPORT_NAME = "maxact_report.json"
+PAPER_URL = "https://arxiv.org/abs/2605.15572"
+PAPER_TITLE = "Measuring Maximum Activations in Open Large Language Models"
+FP16_MAX = 65504.0
+
+BOM = "\ufeff"
+_KEY_LINE = re.compile(r"""^(?:activation_range|"activation_range"|'activation_range')[ \t]*:(?:[ \t]|\r?\n|$)""")
+
+
+# -- metadata --------------------------------------------------------------------------------------
+def settings_key(report: Report) -> str:
+    """What makes two audits comparable: same commit, corpus, sample count, length, dtype, tool major.
+
+    A card that already carries this key for the audited revision needs no new pull request.
+    """
+    major = str(report.tool_version).split(".")[0]
+    return (
+        f"rev={report.model.revision or 'local'};corpus={report.corpus.fingerprint};"
+        f"samples={report.corpus.samples};max_seq_len={report.corpus.max_seq_len};"
+        f"dtype={report.model.dtype};tool={major}"
+    )
+
+
+def card_metadata(report: Report) -> dict[str, Any]:
+    """The value of the `activation_range:` key: `yaml_metadata(report)` plus the settings key."""
+    meta = dict(yaml_metadata(report))
+    meta["settings_key"] = settings_key(report)
+    return meta
+
+
+def metadata_yaml(report: Report) -> str:
+    """The `activation_range:` block as YAML text (LF line endings, ends with a newline)."""
+    return yaml.safe_dump(
+        {METADATA_KEY: card_metadata(report)},
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,
+    )
+
+
+def extract_metadata(readme_text: Optional[str]) -> Optional[dict[str, Any]]:
+    """The `activation_range` mapping of a README's front matter, or None when there is none.
+
+    Only that block is parsed, so a card whose other front matter is not valid YAML still reads.
+    """
+    if not readme_text:
+        return None
+    doc = _split(readme_text)
+    if doc.fm_lines is None:
+        return None
+    spans = _metadata_spans(doc.fm_lines)
+    if not spans:
+        return None
+    start, stop = spans[-1]  # YAML keeps the last of duplicate keys
+    try:
+        data = yaml.safe_load("".join(doc.fm_lines[start:stop]))
+    except yaml.YAMLError:
+        return None
+    value = data.get(METADATA_KEY) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def template_dir() -> Any:
+    """The built-in templates: inside the installed package, else `<repo>/templates` in a checkout."""
+    packaged = importlib.resources.files("maxact_card") / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _load_builtin(name: str) -> Optional[tuple[str, Optional[str], Callable[[], bool]]]:
+    entry = template_dir() / name
+    if not entry.is_file():
+        return None
+    return entry.read_text(encoding="utf-8"), None, lambda: True
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load_builtin),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        num=fmt_num,
+        count=fmt_count,
+        pct=fmt_pct,
+        code=md_code,
+        cell=md_cell,
+        token=fmt_token,
+        codeblock=md_code_block,
+    )
+    return env
+
+
+def _render(name: str, context: dict[str, Any], template: Optional[Path] = None) -> str:
+    import jinja2
+
+    env = _environment()
+    label = str(template) if template is not None else name
+    try:
+        if template is None:
+            tpl = env.get_template(name)
+        else:
+            path = Path(template)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise UsageError(f"--template {path}: no such file; pass a Jinja2 markdown template") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--template {path}: cannot read it ({exc}); pass a UTF-8 text file") from None
+            tpl = env.from_string(text)
+        return tpl.render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"template {label}, line {exc.lineno}: {exc.message}; fix the template") from None
+    except jinja2.UndefinedError as exc:
+        raise UsageError(
+            f"template {label}: {exc.message}; available names: {', '.join(sorted(context))}"
+        ) from None
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"template {label}: {exc}; fix the template") from None
+
+
+def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME) -> dict[str, Any]:
+    """Every name the section and PR-description templates can use."""
+    peak = report.peak
+    m = peak.abs if peak is not None else None
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    kinds = [
+        {"kind": k.kind, "absmax": k.absmax, "site": k.site, "layer": k.layer, "in_m": k.kind in HEADLINE_KINDS}
+        for k in sorted(report.kinds, key=lambda k: (order.get(k.kind, len(order)), k.kind))
+    ]
+    headroom = []
+    for h in report.headroom:
+        ratio = m / h.max_finite if m is not None and h.max_finite > 0 else h.ratio
+        headroom.append(
+            {
+                "format": h.format,
+                "max_finite": h.max_finite,
+                "ratio": ratio,
+                "fits": bool(m is not None and math.isfinite(m) and m <= h.max_finite),
+                "overflow_sites": list(h.overflow_sites),
+            }
+        )
+    quant = report.quant
+    worst_sites = []
+    if quant is not None:
+        worst: dict[str, Any] = {}
+        for s in quant.sites:
+            if s.format not in worst or _lt(s.sqnr_db, worst[s.format].sqnr_db):
+                worst[s.format] = s
+        worst_sites = list(worst.values())
+    return {
+        "report": report,
+        "model": report.model,
+        "corpus": report.corpus,
+        "peak": peak,
+        "m": m,
+        "fp16_safe": report.fp16_safe,
+        "fp16_max": FP16_MAX,
+        "fp16_ratio": (m / FP16_MAX) if m is not None else None,
+        "kinds": kinds,
+        "top_layers": [{"layer": layer, "absmax": v, "site": site} for layer, v, site in report.top_layers()],
+        "headroom": headroom,
+        "quant": quant,
+        "worst_sites": worst_sites,
+        "figure_path": figure_path,
+        "tool_version": report.tool_version,
+        "revision": report.model.revision,
+        "created": report.created,
+        "command": reproduce_command(report),
+        "settings_key": settings_key(report),
+        "metadata_key": METADATA_KEY,
+        "paper_url": PAPER_URL,
+        "paper_title": PAPER_TITLE,
+        "files": ["README.md", FIGURE_NAME, REPORT_NAME],
+        "begin_marker": BEGIN_MARKER,
+        "end_marker": END_MARKER,
+    }
+
+
+def reproduce_command(report: Report) -> str:
+    """`report.command`, or an equivalent `maxact-card audit` line when the report has none."""
+    if report.command.strip():
+        return report.command.strip()
+    parts = ["maxact-card", "audit", report.model.id]
+    if report.model.revision:
+        parts += ["--revision", report.model.revision]
+    parts += [
+        "--samples", str(report.corpus.samples),
+        "--max-seq-len", str(report.corpus.max_seq_len),
+        "--dtype", report.model.dtype,
+    ]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def render_section(
+    report: Report, *, template: Optional[Path] = None, figure_path: Optional[str] = FIGURE_NAME
+) -> str:
+    """The card section between its two marker lines (LF line endings, ends with a newline).
+
+    `template` is a user's own Jinja2 file for the section; it sees the names of
+    `section_context` and may `{% extends "activation_range.md.j2" %}` to override blocks.
+    """
+    inner = _render(SECTION_TEMPLATE, section_context(report, figure_path=figure_path), template)
+    inner = inner.replace("\r\n", "\n").strip("\n")
+    for line in inner.split("\n"):
+        if line.strip() in (BEGIN_MARKER, END_MARKER):
+            raise UsageError(
+                f"the rendered section contains a line {line.strip()!r}; the markers are added "
+                "around the section, remove them from the template"
+            )
+    return f"{BEGIN_MARKER}\n{inner}\n{END_MARKER}\n"
+
+
+def render_pr_description(report: Report) -> str:
+    """The pull-request description: what was measured, M and where, fp16 safety, how to reproduce."""
+    return _render(PR_TEMPLATE, section_context(report)).strip("\n") + "\n"
+
+
+# -- merging ---------------------------------------------------------------------------------------
+@dataclass
+class _Doc:
+    bom: str
+    fm_open: Optional[str]  # the opening '---' line with its line break
+    fm_lines: Optional[list[str]]  # front matter lines between the delimiters, each with its line break
+    fm_close: Optional[str]  # the closing '---' line (no line break when it ends the file)
+    body: str
+    nl: str
+
+
+def _lines(text: str) -> list[str]:
+    """Split on '\\n' only (a lone '\\r' or U+2028 is not a line break here), keeping the breaks."""
+    parts = text.split("\n")
+    out = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        out.append(parts[-1])
+    return out
+
+
+def _content(line: str) -> str:
+    return line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
+
+
+def _is_delimiter(line: str) -> bool:
+    return _content(line).rstrip(" \t") == "---"
+
+
+def _newline(text: str) -> str:
+    i = text.find("\n")
+    return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
+
+
+def _split(text: str) -> _Doc:
+    bom = BOM if text.startswith(BOM) else ""
+    rest = text[len(bom):]
+    nl = _newline(rest)
+    lines = _lines(rest)
+    if lines and _is_delimiter(lines[0]) and lines[0].endswith("\n"):
+        for i in range(1, len(lines)):
+            if _is_delimiter(lines[i]):
+                return _Doc(bom, lines[0], lines[1:i], lines[i], "".join(lines[i + 1:]), nl)
+    return _Doc(bom, None, None, None, rest, nl)
+
+
+def _metadata_spans(fm_lines: list[str]) -> list[tuple[int, int]]:
+    """[start, stop) line ranges of each top-level `activation_range:` key with its continuation lines."""
+    spans = []
+    i = 0
+    while i < len(fm_lines):
+        if not _KEY_LINE.match(fm_lines[i]):
+            i += 1
+            continue
+        stop = i + 1
+        j = i + 1
+        while j < len(fm_lines):
+            c = _content(fm_lines[j])
+            if c.strip() == "":
+                j += 1  # blank lines belong to the block only when more of it follows
+                continue
+            if c[0] in " \t" or c == "-" or c.startswith("- "):
+                j += 1
+                stop = j
+                continue
+            break
+        spans.append((i, stop))
+        i = stop
+    return spans
+
+
+def _with_newline(text: str, nl: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", nl)
+
+
+def _merge_metadata(doc: _Doc, block: str) -> tuple[str, str]:
+    """(text up to and including the front matter, body) with the metadata block in place."""
+    nl = doc.nl
+    block = _with_newline(block, nl)
+    if doc.fm_lines is None:
+        return doc.bom + "---" + nl + block + "---" + nl, doc.body
+    lines = list(doc.fm_lines)
+    spans = _metadata_spans(lines)
+    if spans:
+        (s0, e0), later = spans[0], spans[1:]
+        for s, e in reversed(later):  # duplicates of our own key: only the first one stays
+            del lines[s:e]
+        lines[s0:e0] = [block]
+    else:
+        lines.append(block)
+    assert doc.fm_open is not None and doc.fm_close is not None
+    return doc.bom + doc.fm_open + "".join(lines) + doc.fm_close, doc.body
+
+
+def _find_section(body: str) -> Optional[tuple[int, int]]:
+    """[start, stop) of the marked section in `body`: from the begin line's start to the end of the
+    end marker (its line break stays outside)."""
+    pos = 0
+    begin = None
+    for line in _lines(body):
+        stripped = line.strip()
+        if begin is None and stripped == BEGIN_MARKER:
+            begin = pos
+        elif begin is not None and stripped == END_MARKER:
+            return begin, pos + len(_content(line))
+        pos += len(line)
+    if begin is not None:
+        raise UsageError(
+            f"README.md has a '{BEGIN_MARKER}' line without a matching '{END_MARKER}' after it; "
+            "restore or remove the marker by hand and run again"
+        )
+    return None
+
+
+def merge_readme(readme_text: Optional[str], *, section: str, metadata: str) -> str:
+    """Put `section` (from render_section) and `metadata` (from metadata_yaml) into a README.
+
+    A section between the markers is replaced in place, else it is appended once at the end after
+    one blank line. An `activation_range:` block in the front matter is replaced in place, else it
+    is added just before the closing '---'; a README without front matter gets one. Every other
+    byte stays as it was, and merging the result again gives the same bytes.
+    """
+    doc = _split(readme_text or "")
+    nl = doc.nl
+    head, body = _merge_metadata(doc, metadata)
+    core = _with_newline(section.rstrip("\r\n"), nl)
+    span = _find_section(body)
+    if span is not None:
+        return head + body[: span[0]] + core + body[span[1]:]
+    # `head` always ends with the closing '---' line (a new front matter ends with a line break).
+    text = head + body
+    if not text.endswith("\n"):
+        text += nl
+    if body and _content(_lines(body)[-1]).strip() != "":
+        text += nl  # one blank line between the author's last line and the section
+    return text + core + nl
+
+
+def render_readme(
+    report: Report,
+    readme_text: Optional[str],
+    *,
+    template: Optional[Path] = None,
+    figure_path: Optional[str] = FIGURE_NAME,
+) -> str:
+    """`readme_text` (None: no README yet) with this report's section and metadata merged in."""
+    return merge_readme(
+        readme_text,
+        section=render_section(report, template=template, figure_path=figure_path),
+        metadata=metadata_yaml(report),
+    )
+
+
+# -- formatting filters ----------------------------------------------------------------------------
+def fmt_num(x: Any) -> str:
+    """7.12e+05, 1,234.5, 12.35, 0.0125: readable at a glance, exact enough for a card."""
+    if x is None:
+        return "n/a"
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    a = abs(x)
+    if a == 0:
+        return "0"
+    if a >= 1e5 or a < 1e-3:
+        return f"{x:.2e}"
+    if a >= 100:
+        return f"{x:,.0f}" if x.is_integer() else f"{x:,.1f}"
+    if a >= 1:
+        return f"{x:.0f}" if x.is_integer() else f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def fmt_count(n: Any) -> str:
+    return f"{int(n):,}"
+
+
+def fmt_pct(x: Any) -> str:
+    if x is None or not math.isfinite(float(x)):
+        return "n/a"
+    p = 100.0 * float(x)
+    return f"{p:.2g}%" if 0 < abs(p) < 0.1 else f"{p:.1f}%"
+
+
+def md_cell(text: Any) -> str:
+    """Plain text safe inside a markdown table cell."""
+    return str(text).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+
+
+def md_code(text: Any, table: bool = False) -> str:
+    """An inline code span that survives backticks (and pipes, inside a table)."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    runs = [len(r) for r in re.findall(r"`+", s)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    out = f"{fence}{pad}{s}{pad}{fence}"
+    return out.replace("|", "\\|") if table else out
+
+
+def fmt_token(token: Any, table: bool = False) -> str:
+    """A token as a quoted code span, so spaces and line breaks are visible: `" the"`, `"\\n"`."""
+    return md_code(json.dumps(str(token), ensure_ascii=False), table=table)
+
+
+def md_code_block(text: Any, lang: str = "bash") -> str:
+    s = str(text)
+    runs = [len(r) for r in re.findall(r"`{3,}", s)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"{fence}{lang}\n{s}\n{fence}"
+
+
+def _lt(a: float, b: float) -> bool:
+    if math.isnan(a):
+        return False
+    return math.isnan(b) or a < b

@@ -1,0 +1,139 @@
+"""The flows the CLI calls: write the card next to a local model, or open a pull request on the Hub."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .card import _lines as split_lines
+from .card import FIGURE_NAME, REPORT_NAME, extract_metadata, render_pr_description, render_readme, settings_key
+from .errors import OutputError, UsageError
+from .report import Report, write_atomic
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+PR_TITLE = "Add activation range (maxact-card)"
+README_NAME = "README.md"
+FILES = (README_NAME, FIGURE_NAME, REPORT_NAME)
+
+__all__ = ["PR_TITLE", "FILES", "PublishResult", "write_card", "render_readme", "open_pr", "readme_diff"]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What `open_pr` did: 'opened', 'updated', 'unchanged' or 'dry-run'."""
+
+    action: str
+    url: Optional[str]
+    pr_num: Optional[int]
+    diff: str
+    files: tuple[str, ...] = ()
+
+
+def card_files(report: Report, readme: str) -> dict[str, bytes]:
+    """The three files of a card update, as the bytes to write or commit."""
+    from .plot import render_png
+
+    return {
+        README_NAME: readme.encode("utf-8"),
+        FIGURE_NAME: render_png(report),
+        REPORT_NAME: report.to_json().encode("utf-8"),
+    }
+
+
+def write_card(report: Report, model_dir: Path, *, template: Optional[Path] = None) -> Path:
+    """Merge the section into model_dir/README.md (created if absent) and write the figure and the
+    report beside it, each atomically. Returns the README path."""
+    model_dir = Path(model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise OutputError(f"{model_dir} is not a directory; pass the model's folder")
+    path = model_dir / README_NAME
+    try:
+        current = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        current = None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; convert it to UTF-8 and run again") from None
+    except OSError as exc:
+        raise OutputError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
+    files = card_files(report, render_readme(report, current, template=template))
+    # README last: a card never points at a figure that is not there yet.
+    for name in (FIGURE_NAME, REPORT_NAME, README_NAME):
+        write_atomic(model_dir / name, files[name])
+    return path
+
+
+def readme_diff(old: Optional[str], new: str) -> str:
+    """Unified diff of README.md, a/ before and b/ after (line endings kept as they are)."""
+    a = split_lines(old or "")
+    b = split_lines(new)
+    lines = difflib.unified_diff(a, b, fromfile="a/README.md", tofile="b/README.md")
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def _same_settings(readme: Optional[str], key: str) -> bool:
+    meta = extract_metadata(readme)
+    return meta is not None and meta.get("settings_key") == key
+
+
+def open_pr(
+    report: Report,
+    hub: "Hub",
+    repo_id: str,
+    *,
+    template: Optional[Path] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+) -> PublishResult:
+    """Open (or update) the pull request that adds the section, the figure and the report.
+
+    The card is based on README.md at the audited commit (report.model.revision). Nothing is
+    committed when that card, or the open pull request of the same user, already carries a report
+    with the same settings (commit, corpus, samples, length, dtype, tool major version), unless
+    `force`. `dry_run` prints and returns the README diff and the file list, and commits nothing.
+    """
+    sha = report.model.revision
+    if not sha:
+        raise UsageError(
+            "the report has no Hub revision (it was measured from a local model); "
+            "audit the Hub repo id to open a pull request, or write the card locally"
+        )
+    key = settings_key(report)
+    current = hub.read_text(repo_id, README_NAME, sha)
+    if not force and _same_settings(current, key):
+        echo(f"{repo_id}@{sha[:12]} already carries an activation range for these settings; nothing to do (--force publishes again)")
+        return PublishResult("unchanged", None, None, "", ())
+
+    user = hub.whoami()
+    pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE)
+    if pr is not None and not force and _same_settings(hub.pr_head_text(repo_id, pr, README_NAME), key):
+        echo(f"pull request #{pr} on {repo_id} already carries this activation range; nothing to do (--force publishes again)")
+        return PublishResult("unchanged", None, pr, "", ())
+
+    readme = render_readme(report, current, template=template)
+    diff = readme_diff(current, readme)
+    if dry_run:
+        target = f"update pull request #{pr}" if pr is not None else "open a pull request"
+        echo(f"dry run: would {target} on {repo_id} (base {sha[:12]}) with {', '.join(FILES)}")
+        echo(diff.rstrip("\n") if diff else "README.md: no change")
+        return PublishResult("dry-run", None, pr, diff, FILES)
+
+    files = card_files(report, readme)
+    description = render_pr_description(report)
+    if pr is not None:
+        url, num = hub.commit(
+            repo_id, files, message=PR_TITLE, description=description, parent_sha=sha, pr_num=pr
+        )
+        action = "updated"
+    else:
+        url, num = hub.commit(
+            repo_id, files, message=PR_TITLE, description=description, parent_sha=sha, create_pr=True
+        )
+        action = "opened"
+    num = num if num is not None else pr
+    echo(f"{action} pull request{f' #{num}' if num is not None else ''} on {repo_id}: {url}")
+    return PublishResult(action, url, num, diff, FILES)

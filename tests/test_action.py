@@ -1,0 +1,270 @@
+"""The composite GitHub Action: its interface, and its shell steps run locally with bash."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+
+from factories import make_report
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION_DIR = ROOT / "github_action"
+ACTION = yaml.safe_load((ACTION_DIR / "action.yml").read_text(encoding="utf-8"))
+STEPS = ACTION["runs"]["steps"]
+EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+INPUTS = {"model", "revision", "open-pr", "hf-token", "samples", "device", "fail-above", "extra-args"}
+OUTPUTS = {"max-activation", "fp16-safe", "report-path"}
+TOKEN = "hf_secret_never_printed_123"
+
+
+def step(step_id: str) -> dict:
+    return next(s for s in STEPS if s.get("id") == step_id)
+
+
+def step_text(s: dict) -> str:
+    return yaml.safe_dump({k: s.get(k) for k in ("env", "run", "with", "if")})
+
+
+# -- interface --------------------------------------------------------------------------------------
+def test_action_is_composite_with_the_documented_interface():
+    assert ACTION["runs"]["using"] == "composite"
+    assert set(ACTION["inputs"]) == INPUTS
+    assert set(ACTION["outputs"]) == OUTPUTS
+    assert ACTION["inputs"]["model"]["required"] is True
+    for name, spec in ACTION["inputs"].items():
+        assert spec.get("description"), name
+        if not spec.get("required"):
+            assert isinstance(spec.get("default"), str), name
+    for s in STEPS:
+        assert s.get("id") and s.get("shell") == "bash" and s.get("run"), s
+
+
+def test_every_input_is_used_by_a_step():
+    text = "\n".join(step_text(s) for s in STEPS)
+    for name in INPUTS:
+        assert f"inputs.{name}" in text, name
+
+
+def test_every_output_is_set_by_a_step():
+    ids = {s["id"] for s in STEPS}
+    for name, spec in ACTION["outputs"].items():
+        m = re.fullmatch(r"\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}", spec["value"])
+        assert m, spec["value"]
+        sid, out = m.groups()
+        assert sid in ids and out == name
+        assert f'"{name}=' in step(sid)["run"], f"step {sid} never writes {name}"
+        assert "$GITHUB_OUTPUT" in step(sid)["run"]
+
+
+def test_token_reaches_the_cli_only_through_the_environment():
+    for s in STEPS:
+        assert "inputs.hf-token" not in s["run"], "expressions in run: are pasted into the script"
+        assert "set -x" not in s["run"] and "HF_TOKEN" not in s["run"]
+    assert step("audit")["env"]["HF_TOKEN"] == "${{ inputs.hf-token }}"
+    # No input is pasted into a script: every one goes through env.
+    for s in STEPS:
+        assert not re.search(r"\$\{\{\s*inputs\.", s["run"])
+
+
+def test_install_step_installs_torch_then_this_checkout():
+    install = step("install")
+    assert "pip install" in install["run"] and "torch" in install["run"]
+    assert install["env"]["MAXACT_PACKAGE"] == "${{ github.action_path }}/.."
+    assert (ACTION_DIR / ".." / "pyproject.toml").is_file()
+
+
+def test_readme_shows_a_release_workflow():
+    text = (ACTION_DIR / "README.md").read_text(encoding="utf-8")
+    workflow = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert workflow[True]["release"]["types"] == ["published"]  # YAML 1.1 reads the key `on` as True
+    uses = [s for s in workflow["jobs"]["audit"]["steps"] if "uses" in s and "github_action" in s["uses"]]
+    assert uses and set(uses[0]["with"]) <= INPUTS and "model" in uses[0]["with"]
+    for name in INPUTS:
+        assert f"`{name}`" in text
+    for name in OUTPUTS:
+        assert f"`{name}`" in text
+
+
+# -- running the steps locally ----------------------------------------------------------------------
+def _substitute(text: str, inputs: dict[str, str], outputs: dict[str, dict[str, str]]) -> str:
+    def value(m: re.Match) -> str:
+        expr = m.group(1)
+        if expr.startswith("inputs."):
+            name = expr[len("inputs."):]
+            return inputs.get(name, ACTION["inputs"][name].get("default", ""))
+        if expr == "github.action_path":
+            return str(ACTION_DIR)
+        sm = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", expr)
+        if sm:
+            return outputs.get(sm.group(1), {}).get(sm.group(2), "")
+        raise AssertionError(f"expression the local runner does not know: {expr}")
+
+    return EXPR.sub(value, text)
+
+
+def _read_outputs(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+def run_step(
+    step_id: str,
+    inputs: dict[str, str],
+    outputs: dict[str, dict[str, str]],
+    tmp: Path,
+    extra_env: Optional[dict[str, str]] = None,
+) -> subprocess.CompletedProcess:
+    """Run one step the way the runner does (bash --noprofile --norc -eo pipefail) and record its outputs."""
+    s = step(step_id)
+    script = tmp / f"{step_id}.sh"
+    script.write_text(_substitute(s["run"], inputs, outputs), encoding="utf-8")
+    gh_out = tmp / f"{step_id}.out"
+    gh_out.write_text("", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_"))}
+    env["PATH"] = os.pathsep.join([str(tmp / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update({"GITHUB_OUTPUT": str(gh_out), "RUNNER_TEMP": str(tmp / "runner"), "GITHUB_STEP_SUMMARY": str(tmp / "summary.md")})
+    (tmp / "runner").mkdir(exist_ok=True)
+    for k, v in (s.get("env") or {}).items():
+        env[k] = _substitute(str(v), inputs, outputs)
+    env.update(extra_env or {})
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    outputs[step_id] = _read_outputs(gh_out)
+    return proc
+
+
+def run_action(inputs: dict[str, str], tmp: Path, extra_env: Optional[dict[str, str]] = None):
+    """The audit and outputs steps in order (install is left out: it needs the network)."""
+    outputs: dict[str, dict[str, str]] = {}
+    audit = run_step("audit", inputs, outputs, tmp, extra_env)
+    if audit.returncode != 0:
+        return audit, None, outputs
+    out = run_step("outputs", inputs, outputs, tmp, extra_env)
+    return audit, out, outputs
+
+
+@pytest.fixture
+def fake_cli(tmp_path: Path) -> Path:
+    """A `maxact-card` on PATH that records its arguments and the token it sees, writes a report and
+    exits with $FAKE_RC."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    report = tmp_path / "fixture_report.json"
+    make_report().save(report)
+    cli = bin_dir / "maxact-card"
+    cli.write_text(
+        "#!/usr/bin/env bash\n"
+        f'printf "%s\\n" "$@" > "{tmp_path}/args.txt"\n'
+        f'printf "%s" "${{HF_TOKEN:-}}" > "{tmp_path}/token.txt"\n'
+        'out=""\n'
+        'while [ $# -gt 0 ]; do if [ "$1" = --output-dir ]; then out="$2"; fi; shift; done\n'
+        'mkdir -p "$out"\n'
+        f'if [ "${{FAKE_RC:-0}}" != 2 ]; then cp "{report}" "$out/maxact_report.json"; fi\n'
+        'echo "M = 7.12e+05"\n'
+        'exit "${FAKE_RC:-0}"\n',
+        encoding="utf-8",
+    )
+    cli.chmod(0o755)
+    return tmp_path
+
+
+def test_steps_pass_every_input_to_the_cli(fake_cli: Path):
+    inputs = {
+        "model": "acme/tiny-moe-4l", "revision": "v1.0", "open-pr": "true", "hf-token": TOKEN,
+        "samples": "8", "device": "cpu", "fail-above": "1e9", "extra-args": "--dtype float32  --max-seq-len 64",
+    }
+    audit, out, outputs = run_action(inputs, fake_cli)
+    assert audit.returncode == 0, audit.stderr
+    assert out.returncode == 0, out.stderr
+    args = (fake_cli / "args.txt").read_text(encoding="utf-8").splitlines()
+    out_dir = str(fake_cli / "runner")
+    assert args[:2] == ["audit", "acme/tiny-moe-4l"]
+    assert args[2] == "--output-dir" and args[3].startswith(out_dir)
+    assert args[4:] == ["--revision", "v1.0", "--open-pr", "--samples", "8", "--device", "cpu",
+                        "--fail-above", "1e9", "--dtype", "float32", "--max-seq-len", "64"]
+    assert (fake_cli / "token.txt").read_text(encoding="utf-8") == TOKEN
+    for proc in (audit, out):
+        assert TOKEN not in proc.stdout + proc.stderr
+    report = make_report()
+    got = outputs["outputs"]
+    assert float(got["max-activation"]) == report.peak.abs
+    assert got["fp16-safe"] == "false"
+    assert got["report-path"] == args[3] + "/maxact_report.json" and Path(got["report-path"]).is_file()
+    assert "acme/tiny-moe-4l" in (fake_cli / "summary.md").read_text(encoding="utf-8")
+
+
+def test_optional_inputs_are_left_out_when_empty(fake_cli: Path):
+    audit, out, outputs = run_action({"model": "./ckpt"}, fake_cli)
+    assert audit.returncode == 0 and out.returncode == 0, audit.stderr + (out.stderr if out else "")
+    args = (fake_cli / "args.txt").read_text(encoding="utf-8").splitlines()
+    assert args[:3] == ["audit", "./ckpt", "--output-dir"] and len(args) == 4
+    assert (fake_cli / "token.txt").read_text(encoding="utf-8") == ""
+
+
+def test_fail_above_sets_outputs_then_fails_with_code_3(fake_cli: Path):
+    audit, out, outputs = run_action({"model": "m", "fail-above": "10"}, fake_cli, {"FAKE_RC": "3"})
+    assert audit.returncode == 0, audit.stderr
+    assert out.returncode == 3
+    assert "fail-above" in out.stdout
+    assert float(outputs["outputs"]["max-activation"]) == make_report().peak.abs
+
+
+def test_other_cli_errors_fail_the_audit_step(fake_cli: Path):
+    audit, out, _ = run_action({"model": "m"}, fake_cli, {"FAKE_RC": "2"})
+    assert audit.returncode == 2 and out is None
+
+
+def test_bad_open_pr_value_is_refused(fake_cli: Path):
+    audit, out, _ = run_action({"model": "m", "open-pr": "maybe"}, fake_cli)
+    assert audit.returncode == 2 and "open-pr" in audit.stdout
+    assert not (fake_cli / "args.txt").exists()
+
+
+# -- with the real CLI and a tiny model -------------------------------------------------------------
+def _cli_has_audit() -> bool:
+    try:
+        from maxact_card.cli import cli
+    except Exception:
+        return False
+    return "audit" in getattr(cli, "commands", {})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cli_has_audit(), reason="maxact_card.cli has no audit command yet")
+def test_action_runs_the_real_cli_on_a_tiny_model(tmp_path: Path):
+    from models import tiny_model, tiny_tokenizer
+
+    ckpt = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(ckpt)
+    tiny_tokenizer().save_pretrained(ckpt)
+    (tmp_path / "bin").mkdir()
+    cli_path = Path(sys.executable).parent / "maxact-card"
+    assert cli_path.exists(), "the package's console script is not installed in this environment"
+
+    inputs = {
+        "model": str(ckpt), "samples": "4", "device": "cpu", "fail-above": "1e-12",
+        "extra-args": "--max-seq-len 32 --no-quant-check --no-progress --batch-size 2",
+    }
+    audit, out, outputs = run_action(inputs, tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert out.returncode == 3, out.stdout + out.stderr  # M is above 1e-12: outputs set, then exit 3
+    got = outputs["outputs"]
+    from maxact_card.report import Report
+
+    report = Report.load(got["report-path"])
+    assert report.peak is not None and float(got["max-activation"]) == report.peak.abs
+    assert got["fp16-safe"] == ("true" if report.fp16_safe else "false")
+    assert report.corpus.samples == 4 and report.model.device == "cpu"

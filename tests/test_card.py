@@ -1,0 +1,660 @@
+"""The card section, the README merge, the figure and the publish flows (against a fake Hub)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factories import REVISION, make_report
+from maxact_card import card, plot, publish
+from maxact_card.errors import UsageError
+from maxact_card.report import Report
+
+# The front-matter block as huggingface_hub finds it (repocard.REGEX_YAML_BLOCK).
+HF_YAML_BLOCK = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
+
+
+def front_matter(text: str) -> dict:
+    m = HF_YAML_BLOCK.search(text.lstrip("\ufeff"))
+    assert m, "no front matter"
+    data = yaml.safe_load(m.group(2))
+    assert isinstance(data, dict)
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def pieces(scale: float = 1.0, with_quant: bool = True) -> tuple[Report, str, str]:
+    report = make_report(scale=scale, with_quant=with_quant)
+    return report, card.render_section(report), card.metadata_yaml(report)
+
+
+def merge(text: Optional[str], scale: float = 1.0, with_quant: bool = True) -> str:
+    _, section, meta = pieces(scale, with_quant)
+    return card.merge_readme(text, section=section, metadata=meta)
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+def test_section_shows_m_location_tables_and_reproducibility():
+    report = make_report()
+    text = card.render_section(report)
+    assert text.startswith(card.BEGIN_MARKER + "\n") and text.endswith(card.END_MARKER + "\n")
+    peak = report.peak
+    assert "**M = max |a| = 7.12e+05**" in text
+    assert f"layer {peak.layer}, site `{peak.site}`" in text
+    assert f"channel {peak.channel}" in text and f"position {peak.position} of sample {peak.sample}" in text
+    assert '`"\\n"`' in text  # the token, quoted so a line break stays visible
+    assert "**fp16:** not safe" in text
+    for kind in ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm"):
+        assert f"| `{kind}` |" in text
+    for layer, _, site in report.top_layers():
+        assert f"| {layer} | " in text and f"`{site}`" in text
+    assert "| fp16 | 65,504 |" in text and "| fp8_e4m3 | 448 |" in text and "| bf16 | 3.39e+38 |" in text
+    assert "### Quantization check" in text and report.quant.recommendation in text
+    for v in report.quant.verdicts:
+        assert f"**{v.verdict}**" in text
+    assert "| int8 | 2.60 | 13.45 | 0.147 | 1.16 |" in text
+    assert "![Per-layer max |activation|](maxact_layers.png)" in text
+    assert "https://arxiv.org/abs/2605.15572" in text and card.PAPER_TITLE in text
+    for fragment in (
+        "maxact-card 0.1.0",
+        REVISION,
+        "`builtin` (fingerprint `sha256:9b2e61c04d7f`)",
+        "256 samples",
+        "98,304 tokens",
+        "bfloat16",
+        report.created,
+        "```bash\n" + report.command + "\n```",
+    ):
+        assert fragment in text
+
+
+def test_section_without_quant_or_peak():
+    text = card.render_section(make_report(with_quant=False, scale=1e-3))
+    assert "Quantization check" not in text
+    assert "**fp16:** safe. M is 1.1% of the largest finite fp16 value (65,504)." in text
+    empty = make_report(peak=None, kinds=(), sites=(), headroom=(), quant=None, fp16_safe=True)
+    text = card.render_section(empty)
+    assert "No activation was recorded" in text and "Maximum per site kind" not in text
+    meta = yaml.safe_load(card.metadata_yaml(empty))["activation_range"]
+    assert meta["max_abs_activation"] is None
+
+
+def test_section_without_figure_and_default_command():
+    report = make_report(command="")
+    text = card.render_section(report, figure_path=None)
+    assert "![" not in text
+    assert f"maxact-card audit acme/tiny-moe-4l --revision {REVISION} --samples 256 --max-seq-len 512" in text
+
+
+def test_markdown_escaping_of_tokens_and_cells():
+    report = make_report()
+    peak = dataclasses.replace(report.peak, token="a|`b`")
+    text = card.render_section(dataclasses.replace(report, peak=peak))
+    assert '``"a|`b`"``' in text
+    assert card.md_cell("a|b\nc") == "a\\|b c"
+    assert card.md_code("x|y", table=True) == "`x\\|y`"
+    assert card.md_code_block("a\n```\nb").startswith("````bash\n")
+
+
+@pytest.mark.parametrize(
+    "x, expected",
+    [
+        (712345.625, "7.12e+05"),
+        (-712345.625, "-7.12e+05"),
+        (1234.5, "1,234.5"),
+        (65504.0, "65,504"),
+        (448.0, "448"),
+        (12.345, "12.35"),
+        (0.875, "0.875"),
+        (0.0001234, "1.23e-04"),
+        (0.0, "0"),
+        (float("nan"), "NaN"),
+        (float("inf"), "inf"),
+        (None, "n/a"),
+    ],
+)
+def test_fmt_num(x, expected):
+    assert card.fmt_num(x) == expected
+
+
+def test_pr_description():
+    report = make_report()
+    text = card.render_pr_description(report)
+    assert "**M = max |a| = 7.12e+05** at `layers.3.residual` (layer 3," in text
+    assert "**fp16:** not safe" in text and REVISION in text
+    assert report.command in text and "maxact_layers.png" in text and "maxact_report.json" in text
+    assert "int8 risky" in text and card.PAPER_URL in text
+    assert "**fp16:** safe (M is 1.1% of 65,504)" in card.render_pr_description(make_report(scale=1e-3))
+
+
+def test_builtin_templates_are_found():
+    for name in (card.SECTION_TEMPLATE, card.PR_TEMPLATE):
+        assert (card.template_dir() / name).is_file()
+
+
+def test_user_template(tmp_path: Path):
+    tpl = tmp_path / "mine.md.j2"
+    tpl.write_text("## Ranges\n\nM is {{ peak.abs|num }} at {{ peak.site }} ({{ model.id }}).\n", encoding="utf-8")
+    text = card.render_section(make_report(), template=tpl)
+    assert text == f"{card.BEGIN_MARKER}\n## Ranges\n\nM is 7.12e+05 at layers.3.residual (acme/tiny-moe-4l).\n{card.END_MARKER}\n"
+
+
+def test_user_template_can_extend_the_builtin(tmp_path: Path):
+    tpl = tmp_path / "mine.md.j2"
+    tpl.write_text('{% extends "activation_range.md.j2" %}{% block heading %}## Our activations\n{% endblock %}', encoding="utf-8")
+    text = card.render_section(make_report(), template=tpl)
+    assert "## Our activations" in text and "## Activation range" not in text and "### Reproducibility" in text
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("{{ peak.abs|num ", "line 1"),
+        ("{{ no_such_name }}", "no_such_name"),
+        ("<!-- maxact-card:end -->\n", "markers"),
+    ],
+)
+def test_bad_user_templates(tmp_path: Path, body: str, message: str):
+    tpl = tmp_path / "bad.md.j2"
+    tpl.write_text(body, encoding="utf-8")
+    with pytest.raises(UsageError, match=message):
+        card.render_section(make_report(), template=tpl)
+    with pytest.raises(UsageError, match="no such file"):
+        card.render_section(make_report(), template=tmp_path / "missing.j2")
+
+
+# -- metadata ----------------------------------------------------------------------------------------
+def test_metadata_block_is_plain_yaml():
+    report = make_report()
+    text = card.metadata_yaml(report)
+    assert text.startswith("activation_range:\n  ") and text.endswith("\n")
+    meta = yaml.safe_load(text)["activation_range"]
+    assert meta["max_abs_activation"] == report.peak.abs
+    assert meta["max_activation_site"] == "layers.3.residual" and meta["fp16_safe"] is False
+    assert meta["revision"] == REVISION and meta["settings_key"] == card.settings_key(report)
+    assert meta["verdicts"] == {"int8": "risky", "fp8_e4m3": "ok", "fp16": "unsafe"}
+
+    def plain(v):
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        return v is None or type(v) in (str, int, float, bool)
+
+    assert plain(meta)
+    assert "!!" not in text  # no python-specific tags
+
+
+def test_settings_key_changes_with_each_setting():
+    base = make_report()
+    key = card.settings_key(base)
+    for changed in (
+        dataclasses.replace(base, model=dataclasses.replace(base.model, revision="0" * 40)),
+        dataclasses.replace(base, model=dataclasses.replace(base.model, dtype="float32")),
+        dataclasses.replace(base, corpus=dataclasses.replace(base.corpus, fingerprint="sha256:other")),
+        dataclasses.replace(base, corpus=dataclasses.replace(base.corpus, samples=8)),
+        dataclasses.replace(base, corpus=dataclasses.replace(base.corpus, max_seq_len=128)),
+        dataclasses.replace(base, tool_version="1.0.0"),
+    ):
+        assert card.settings_key(changed) != key
+    assert card.settings_key(dataclasses.replace(base, tool_version="0.2.0", created="later")) == key
+
+
+def test_extract_metadata():
+    assert card.extract_metadata(None) is None
+    assert card.extract_metadata("") is None
+    assert card.extract_metadata("# no front matter\n") is None
+    assert card.extract_metadata("---\nlicense: mit\n---\nbody\n") is None
+    merged = merge("---\nlicense: mit\n---\nbody\n")
+    meta = card.extract_metadata(merged)
+    assert meta == card.card_metadata(make_report()) | {"max_abs_activation": make_report().peak.abs}
+    # The rest of the front matter need not be valid YAML.
+    broken = merge("---\nlicense: [mit\n  : oops\n---\n")
+    assert card.extract_metadata(broken)["settings_key"] == card.settings_key(make_report())
+
+
+# -- merging: examples -------------------------------------------------------------------------------
+def test_no_readme_and_empty_readme():
+    _, section, meta = pieces()
+    expected = "---\n" + meta + "---\n" + section
+    assert merge(None) == expected
+    assert merge("") == expected
+    assert merge("\ufeff") == "\ufeff" + expected
+
+
+def test_readme_without_front_matter():
+    _, section, meta = pieces()
+    assert merge("# My model\n\nHello.\n") == "---\n" + meta + "---\n# My model\n\nHello.\n\n" + section
+    assert merge("# My model") == "---\n" + meta + "---\n# My model\n\n" + section
+    assert merge("Text.\n\n") == "---\n" + meta + "---\nText.\n\n" + section
+
+
+def test_front_matter_keeps_every_author_byte():
+    _, section, meta = pieces()
+    original = (
+        "---\n"
+        "# a comment the author cares about\n"
+        "license: apache-2.0   # inline comment\n"
+        "language:\n- en\n- fr\n"
+        "tags: [a, b]\n"
+        "model-index:\n  - name: x\n    results: []\n    unknown_field: ~\n"
+        "empty:\n"
+        "---\n"
+        "\n# Model\n\nSome text.\n"
+    )
+    merged = merge(original)
+    head, body = original.split("---\n\n", 1)
+    assert merged == head + meta + "---\n\n" + body + "\n" + section
+    fm = front_matter(merged)
+    assert list(fm) == ["license", "language", "tags", "model-index", "empty", "activation_range"]
+    assert fm["empty"] is None and fm["model-index"][0]["unknown_field"] is None
+
+
+def test_existing_block_and_section_are_replaced_in_place():
+    original = (
+        "---\nlicense: mit\nactivation_range:\n  old: 1\n  nested:\n    deep: 2\n\n"
+        "# kept\nlanguage: en\n---\n"
+        "Intro.\n\n<!-- maxact-card:begin -->\nold section\n<!-- maxact-card:end -->\n\n## After\nMore.\n"
+    )
+    _, section, meta = pieces()
+    merged = merge(original)
+    assert merged == (
+        "---\nlicense: mit\n" + meta + "\n# kept\nlanguage: en\n---\n"
+        "Intro.\n\n" + section + "\n## After\nMore.\n"
+    )
+    assert list(front_matter(merged)) == ["license", "activation_range", "language"]
+    assert merge(merged) == merged
+
+
+def test_rerun_with_another_report_replaces_in_place():
+    first = merge("---\nlicense: mit\n---\n# Card\n\nText after.\n")
+    second = merge(first, scale=2.0, with_quant=False)
+    assert second != first
+    assert front_matter(second)["activation_range"]["max_abs_activation"] == make_report(scale=2.0).peak.abs
+    assert second.count(card.BEGIN_MARKER) == 1 and "Quantization check" not in second
+    assert merge(second) == first
+
+
+def test_crlf_and_bom_are_kept():
+    original = "\ufeff---\r\nlicense: mit\r\n---\r\n# Model\r\n\r\nText.\r\n"
+    merged = merge(original)
+    assert merged.startswith("\ufeff---\r\nlicense: mit\r\nactivation_range:\r\n")
+    assert "\n" not in merged.replace("\r\n", "")
+    assert merged.count("\ufeff") == 1
+    assert front_matter(merged)["license"] == "mit"
+    assert merge(merged) == merged
+
+
+def test_front_matter_closed_at_end_of_file():
+    _, section, meta = pieces()
+    assert merge("---\nlicense: mit\n---") == "---\nlicense: mit\n" + meta + "---\n" + section
+
+
+def test_duplicate_blocks_collapse_to_one():
+    merged = merge("---\nactivation_range: 1\nlicense: mit\nactivation_range:\n  x: 2\n---\n")
+    assert merged.count("activation_range:") == 1
+    assert front_matter(merged)["license"] == "mit"
+
+
+def test_begin_marker_without_end_is_refused():
+    with pytest.raises(UsageError, match="without a matching"):
+        merge("# Card\n<!-- maxact-card:begin -->\nhalf\n")
+
+
+def test_marker_mentioned_inline_is_not_a_marker():
+    original = "Markers look like `<!-- maxact-card:begin -->` in the source.\n"
+    merged = merge(original)
+    assert original in merged and merged.count(card.BEGIN_MARKER) == 2
+    assert merge(merged) == merged
+
+
+# -- merging: properties -----------------------------------------------------------------------------
+_PRINTABLE = st.characters(
+    blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\x85\ufeff\ufffe\uffff"
+)
+_line_text = st.text(_PRINTABLE, max_size=30)
+_key = st.from_regex(r"[a-z][a-z0-9_-]{0,12}", fullmatch=True).filter(lambda k: k != "activation_range")
+_block_line = _line_text.map(lambda s: s.strip() or "x")
+
+
+@st.composite
+def _fm_entry(draw) -> list[str]:
+    key = draw(_key)
+    kind = draw(st.sampled_from(["str", "int", "comment", "blank", "inline", "map", "list", "block"]))
+    if kind == "str":
+        return [f"{key}: {json.dumps(draw(_line_text), ensure_ascii=False)}"]
+    if kind == "int":
+        return [f"{key}: {draw(st.integers(-10**6, 10**6))}"]
+    if kind == "comment":
+        return ["#" + draw(_line_text)]
+    if kind == "blank":
+        return [draw(st.sampled_from(["", "  "]))]
+    if kind == "inline":
+        return [f"{key}: {draw(st.integers(0, 99))}  # {draw(_line_text)}"]
+    if kind == "map":
+        sub = draw(_key)
+        return [f"{key}:", f"  {sub}: {json.dumps(draw(_line_text), ensure_ascii=False)}"]
+    if kind == "list":
+        items = draw(st.lists(st.integers(0, 9), min_size=1, max_size=3))
+        return [f"{key}:"] + [f"- {i}" for i in items]
+    lines = draw(st.lists(_block_line, min_size=1, max_size=3))
+    return [f"{key}: |"] + ["  " + s for s in lines]
+
+
+_md_line = st.one_of(
+    _line_text,
+    st.sampled_from(["# Title", "---", "```", "```python", "| a | b |", "|---|---|", "<!-- note -->", "- item", "", "  "]),
+)
+
+
+@st.composite
+def _author_readme(draw) -> dict:
+    nl = draw(st.sampled_from(["\n", "\r\n"]))
+    bom = draw(st.sampled_from(["", "\ufeff"]))
+    has_fm = draw(st.booleans())
+    body_lines = draw(st.lists(_md_line, max_size=8))
+    body = nl.join(body_lines)
+    if body_lines and draw(st.booleans()):
+        body += nl
+    if not has_fm and body_lines and body_lines[0].rstrip(" \t") == "---":
+        body = "Text" + body
+    fm_lines = [line for entry in draw(st.lists(_fm_entry(), max_size=6)) for line in entry]
+    fm_text = "".join(line + nl for line in fm_lines) if has_fm else ""
+    head = bom + ("---" + nl + fm_text + "---" + nl if has_fm else "")
+    return {"nl": nl, "bom": bom, "has_fm": has_fm, "fm_text": fm_text, "body": body, "text": head + body}
+
+
+_report_args = st.tuples(st.sampled_from([1e-3, 1.0, 2.0]), st.booleans())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_author_readme(), args=_report_args)
+def test_merge_only_inserts_and_is_idempotent(doc, args):
+    report, section, meta = pieces(*args)
+    nl, bom, body, original = doc["nl"], doc["bom"], doc["body"], doc["text"]
+    merged = card.merge_readme(original, section=section, metadata=meta)
+
+    # The metadata block sits just before the closing '---' (a new front matter when there was none).
+    meta_nl = meta.replace("\n", nl if (doc["has_fm"] or "\n" in body) else "\n")
+    doc_nl = nl if (doc["has_fm"] or "\n" in body) else "\n"
+    head = bom + "---" + doc_nl + doc["fm_text"] + meta_nl + "---" + doc_nl
+    assert merged.startswith(head)
+    rest = merged[len(head):]
+    # The section is appended once at the end, after exactly one blank line.
+    core = section.rstrip("\n").replace("\n", doc_nl) + doc_nl
+    assert rest.endswith(core)
+    between = rest[: len(rest) - len(core)]
+    assert between.startswith(body)
+    if body == "":
+        sep = ""
+    else:
+        last = body.split("\n")[-1]
+        ends_nl = body.endswith("\n")
+        last_line = body.split("\n")[-2] if ends_nl else last
+        blank = last_line.strip() == ""
+        sep = ("" if ends_nl else doc_nl) + ("" if blank else doc_nl)
+    assert between[len(body):] == sep
+    # Removing what was inserted gives back the author's bytes exactly.
+    restored = bom + ("---" + nl + doc["fm_text"] + "---" + nl if doc["has_fm"] else "") + body
+    assert restored == original
+
+    assert card.merge_readme(merged, section=section, metadata=meta) == merged
+    fm = front_matter(merged)
+    assert fm["activation_range"]["max_abs_activation"] == report.peak.abs
+    assert fm["activation_range"]["settings_key"] == card.settings_key(report)
+    assert card.extract_metadata(merged)["max_abs_activation"] == report.peak.abs
+    if doc["has_fm"]:
+        author = yaml.safe_load(doc["fm_text"]) or {}
+        assert {k: v for k, v in fm.items() if k != "activation_range"} == author
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_author_readme(), first=_report_args, second=_report_args)
+def test_rerun_changes_only_our_bytes(doc, first, second):
+    a = merge(doc["text"], *first)
+    b = merge(a, *second)
+    assert merge(b, *first) == a
+    assert b.count(card.BEGIN_MARKER) == 1 and b.count(card.END_MARKER) == 1
+
+
+def _is_subsequence(small: str, big: str) -> bool:
+    it = iter(big)
+    return all(ch in it for ch in small)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text().filter(lambda t: "maxact-card:" not in t), args=_report_args)
+def test_arbitrary_text_is_kept_and_merge_is_idempotent(text, args):
+    merged = merge(text, *args)
+    assert _is_subsequence(text, merged)
+    assert merged.startswith(text[:1]) or text[:1] != "\ufeff"
+    assert merge(merged, *args) == merged
+    assert card.extract_metadata(merged)["settings_key"] == card.settings_key(pieces(*args)[0])
+
+
+# -- figure ------------------------------------------------------------------------------------------
+def test_png_is_deterministic_and_valid():
+    report = make_report()
+    png = plot.render_png(report)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert plot.render_png(report) == png
+    assert b"tIME" not in png and b"Software" not in png
+
+
+def test_png_series_and_edge_cases():
+    data = plot.series(make_report())
+    assert set(data) == {"attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "embed", "final_norm"}
+    assert [x for x, _ in data["residual"]] == [0, 1, 2, 3]
+    assert data["embed"][0][0] == -1 and data["final_norm"][0][0] == 4
+    empty = make_report(peak=None, kinds=(), sites=(), headroom=(), quant=None)
+    assert plot.render_png(empty).startswith(b"\x89PNG")
+    report = make_report()
+    zeroed = dataclasses.replace(report, sites=tuple(dataclasses.replace(s, absmax=0.0) for s in report.sites))
+    assert plot.render_png(zeroed).startswith(b"\x89PNG")
+
+
+# -- publish: local ----------------------------------------------------------------------------------
+def test_write_card_creates_and_updates(tmp_path: Path):
+    report = make_report()
+    model_dir = tmp_path / "model"
+    path = publish.write_card(report, model_dir)
+    assert path == model_dir / "README.md"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "maxact_layers.png", "maxact_report.json"]
+    assert Report.load(model_dir / "maxact_report.json") == report
+    first = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    publish.write_card(report, model_dir)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == first
+
+
+def test_write_card_keeps_crlf_and_bom(tmp_path: Path):
+    original = "\ufeff---\r\nlicense: mit\r\n---\r\n# Model\r\n".encode("utf-8")
+    (tmp_path / "README.md").write_bytes(original)
+    publish.write_card(make_report(), tmp_path)
+    data = (tmp_path / "README.md").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf---\r\nlicense: mit\r\nactivation_range:\r\n")
+    assert b"\n" not in data.replace(b"\r\n", b"")
+
+
+def test_write_card_with_user_template(tmp_path: Path):
+    tpl = tmp_path / "t.md.j2"
+    tpl.write_text("M={{ peak.abs|num }}", encoding="utf-8")
+    publish.write_card(make_report(), tmp_path / "m", template=tpl)
+    assert "\nM=7.12e+05\n" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+
+
+def test_write_card_refuses_non_utf8(tmp_path: Path):
+    (tmp_path / "README.md").write_bytes(b"\xff\xfe# bad")
+    with pytest.raises(UsageError, match="UTF-8"):
+        publish.write_card(make_report(), tmp_path)
+
+
+def test_render_readme():
+    text = publish.render_readme(make_report(), "# Hi\n")
+    assert text.endswith(card.END_MARKER + "\n") and "# Hi\n\n" + card.BEGIN_MARKER in text
+
+
+# -- publish: pull requests against a fake Hub -------------------------------------------------------
+class FakeHub:
+    def __init__(self, readme: Optional[str] = None, pr: Optional[int] = None, pr_readme: Optional[str] = None):
+        self.readme = readme
+        self.pr = pr
+        self.pr_readme = pr_readme
+        self.calls: list[tuple] = []
+
+    def whoami(self) -> str:
+        self.calls.append(("whoami",))
+        return "alice"
+
+    def read_text(self, repo_id, path_in_repo, revision):
+        self.calls.append(("read_text", repo_id, path_in_repo, revision))
+        return self.readme
+
+    def find_open_pr(self, repo_id, *, author, title):
+        self.calls.append(("find_open_pr", repo_id, author, title))
+        return self.pr
+
+    def pr_head_text(self, repo_id, pr_num, path_in_repo):
+        self.calls.append(("pr_head_text", repo_id, pr_num, path_in_repo))
+        return self.pr_readme
+
+    def commit(self, repo_id, files, *, message, description, parent_sha=None, pr_num=None, create_pr=False):
+        self.calls.append(("commit", repo_id, files, message, description, parent_sha, pr_num, create_pr))
+        num = pr_num if pr_num is not None else 7
+        return f"https://hub.test/{repo_id}/discussions/{num}", num
+
+    def commits(self) -> list[tuple]:
+        return [c for c in self.calls if c[0] == "commit"]
+
+
+def test_open_pr_opens_a_new_pull_request():
+    report = make_report()
+    hub = FakeHub(readme="---\nlicense: mit\n---\n# Card\n")
+    lines: list[str] = []
+    result = publish.open_pr(report, hub, "acme/tiny-moe-4l", echo=lines.append)
+    assert result.action == "opened" and result.pr_num == 7
+    assert result.url == "https://hub.test/acme/tiny-moe-4l/discussions/7"
+    assert hub.calls[0] == ("read_text", "acme/tiny-moe-4l", "README.md", REVISION)
+    (_, repo, files, message, description, parent, pr_num, create_pr) = hub.commits()[0]
+    assert message == publish.PR_TITLE == "Add activation range (maxact-card)"
+    assert parent == REVISION and pr_num is None and create_pr is True
+    assert sorted(files) == ["README.md", "maxact_layers.png", "maxact_report.json"]
+    assert files["README.md"].decode("utf-8") == publish.render_readme(report, hub.readme)
+    assert files["maxact_layers.png"] == plot.render_png(report)
+    assert Report.from_json(files["maxact_report.json"].decode("utf-8")) == report
+    assert description == card.render_pr_description(report)
+    assert "+license: mit" not in result.diff and "+activation_range:" in result.diff
+    assert any("opened" in line for line in lines)
+
+
+def test_open_pr_without_readme_creates_one():
+    hub = FakeHub(readme=None)
+    result = publish.open_pr(make_report(), hub, "acme/x", echo=lambda s: None)
+    assert result.action == "opened"
+    assert hub.commits()[0][2]["README.md"].decode().startswith("---\nactivation_range:\n")
+
+
+def test_open_pr_is_a_no_op_when_the_card_already_has_these_settings():
+    report = make_report()
+    current = publish.render_readme(report, "# Card\n")
+    hub = FakeHub(readme=current)
+    lines: list[str] = []
+    result = publish.open_pr(report, hub, "acme/x", echo=lines.append)
+    assert result.action == "unchanged" and not hub.commits()
+    assert "already" in lines[0]
+    # A newer measurement with different numbers but the same settings is still "unchanged".
+    assert publish.open_pr(make_report(scale=2.0), hub, "acme/x", echo=lambda s: None).action == "unchanged"
+    forced = publish.open_pr(report, hub, "acme/x", force=True, echo=lambda s: None)
+    assert forced.action == "opened" and len(hub.commits()) == 1
+
+
+def test_open_pr_updates_the_users_open_pull_request():
+    report = make_report()
+    hub = FakeHub(readme="# Card\n", pr=12, pr_readme=publish.render_readme(make_report(tool_version="1.0.0"), "# Card\n"))
+    result = publish.open_pr(report, hub, "acme/x", echo=lambda s: None)
+    assert result.action == "updated" and result.pr_num == 12
+    assert ("find_open_pr", "acme/x", "alice", publish.PR_TITLE) in hub.calls
+    commit = hub.commits()[0]
+    assert commit[6] == 12 and commit[7] is False
+
+
+def test_open_pr_leaves_an_up_to_date_pull_request_alone():
+    report = make_report()
+    hub = FakeHub(readme="# Card\n", pr=12, pr_readme=publish.render_readme(report, "# Card\n"))
+    result = publish.open_pr(report, hub, "acme/x", echo=lambda s: None)
+    assert result.action == "unchanged" and result.pr_num == 12 and not hub.commits()
+    assert publish.open_pr(report, hub, "acme/x", force=True, echo=lambda s: None).action == "updated"
+
+
+def test_open_pr_dry_run_touches_nothing():
+    report = make_report()
+    hub = FakeHub(readme="---\nlicense: mit\n---\n# Card\n")
+    lines: list[str] = []
+    result = publish.open_pr(report, hub, "acme/x", dry_run=True, echo=lines.append)
+    assert result.action == "dry-run" and result.url is None and not hub.commits()
+    assert result.files == ("README.md", "maxact_layers.png", "maxact_report.json")
+    assert result.diff.startswith("--- a/README.md\n+++ b/README.md\n")
+    assert " license: mit\n" in result.diff and "+activation_range:\n" in result.diff
+    assert "\n".join(lines).count("+++ b/README.md") == 1
+
+
+def test_open_pr_needs_a_hub_revision():
+    report = make_report()
+    local = dataclasses.replace(report, model=dataclasses.replace(report.model, revision=None, source="local"))
+    with pytest.raises(UsageError, match="no Hub revision"):
+        publish.open_pr(local, FakeHub(), "acme/x", echo=lambda s: None)
+
+
+# -- publish: pull requests against the Hub test server ----------------------------------------------
+def _hub_repo(hub, readme: bytes) -> tuple[Report, object]:
+    from maxact_card.hub import Hub
+
+    hub.add_token("hf_alice_write", user="alice", role="write")
+    sha = hub.create_repo("alice/tiny", {"README.md": readme, "config.json": b"{}"})
+    hub.add_commit("alice/tiny", {"config.json": b'{"a": 1}'})  # main moves on after the audit
+    report = make_report()
+    report = dataclasses.replace(report, model=dataclasses.replace(report.model, id="alice/tiny", revision=sha))
+    return report, Hub(token="hf_alice_write")
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def test_open_pr_end_to_end_with_the_hub_test_server(hub):
+    original = "---\nlicense: mit # keep\n---\n# Tiny\n\nText.\n"
+    report, client = _hub_repo(hub, original.encode("utf-8"))
+
+    dry = publish.open_pr(report, client, "alice/tiny", dry_run=True, echo=_quiet)
+    assert dry.action == "dry-run" and hub.pull_requests("alice/tiny") == []
+
+    result = publish.open_pr(report, client, "alice/tiny", echo=_quiet)
+    assert result.action == "opened" and result.pr_num == 1
+    files = hub.files_at("alice/tiny", "refs/pr/1")
+    assert files["config.json"] == b"{}"  # branched from the audited commit
+    assert files["README.md"].decode("utf-8") == publish.render_readme(report, original)
+    assert files["maxact_layers.png"] == plot.render_png(report)
+    assert Report.from_json(files["maxact_report.json"].decode("utf-8")) == report
+    assert hub.pull_requests("alice/tiny")[0].title == publish.PR_TITLE
+
+    again = publish.open_pr(report, client, "alice/tiny", echo=_quiet)
+    assert again.action == "unchanged" and again.pr_num == 1
+    newer = make_report(scale=2.0, tool_version="1.0.0", model=report.model)
+    updated = publish.open_pr(newer, client, "alice/tiny", echo=_quiet)
+    assert updated.action == "updated" and updated.pr_num == 1 and len(hub.pull_requests("alice/tiny")) == 1
+    assert hub.files_at("alice/tiny", "refs/pr/1")["README.md"].decode("utf-8") == publish.render_readme(newer, original)
+
+
+def test_open_pr_keeps_crlf_and_bom_of_a_hub_readme(hub):
+    original = "\ufeff---\r\nlicense: mit\r\n---\r\n# Tiny\r\n\r\nText.\r\n"
+    report, client = _hub_repo(hub, original.encode("utf-8"))
+    publish.open_pr(report, client, "alice/tiny", echo=_quiet)
+    readme = hub.files_at("alice/tiny", "refs/pr/1")["README.md"]
+    assert readme.startswith(b"\xef\xbb\xbf---\r\nlicense: mit\r\nactivation_range:\r\n")
+    assert b"\n" not in readme.replace(b"\r\n", b"")
