@@ -47,7 +47,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) ->
     from maxact_card.sites import find_sites
     from maxact_card.corpus import pad_batch
     from maxact_card.stats import BatchContext
-    from maxact_card.audit import HIST_STRIDE
+    from maxact_card.measure import HIST_STRIDE
 
     logging.set_verbosity_error()
     d, f = smollm2()
@@ -67,7 +67,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) ->
                 if probe is None:
                     forward(model, b.input_ids, b.attention_mask)
                 else:
-                    probe.state.ctx = BatchContext(b.attention_mask.bool(), b.sample_index, b.input_ids)
+                    probe.ctx = BatchContext(b.attention_mask.bool(), b.sample_index, b.input_ids)
                     with probe.hooks():
                         forward(model, b.input_ids, b.attention_mask)
             times.append(time.perf_counter() - t)

@@ -12,10 +12,6 @@ from . import __version__
 from .options import AuditOptions
 from .report import SCHEMA_VERSION, ModelRecord, Report, Timings
 
-# Histogram rows: every 4th token row feeds the quantile histogram (see README, "Statistics").
-HIST_STRIDE = 4
-
-
 def default_output_dir(model: str) -> Path:
     name = Path(model.rstrip("/")).name or "model"
     if name.endswith(".gguf"):
@@ -54,7 +50,8 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
     from .corpus import load_documents, select, tokenize
     from .loading import load
-    from .probe import kind_maxima, peak_of, probe
+    from .measure import measure
+    from .probe import kind_maxima, peak_of
     from .progress import progress_bar
     from .sites import find_sites
 
@@ -85,10 +82,10 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         return tok.decode([i])
 
     batch_size = None if o.batch_size == "auto" else int(o.batch_size)
-    with progress_bar(len(corpus.input_ids), "probe", enabled=o.progress) as bar:
-        out = probe(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
-                    hist_stride=HIST_STRIDE, progress=bar)
-    t_probe = out.seconds
+    calib = corpus.split_indices(o.calib_samples)[0] if o.quant_check else None
+    with progress_bar(len(corpus.input_ids), "audit", enabled=o.progress) as bar:
+        out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
+                      calib_indices=calib, percentiles=o.clip_percentiles, progress=bar)
 
     cfg = model.config
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -120,7 +117,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         fp16_safe=fp16_safe(site_max),
         headroom=headroom(peak.abs if peak else 0.0, site_max),
         sites=out.sites,
-        timings=Timings(load_s=t_load, probe_s=t_probe, quant_s=0.0, total_s=total,
-                        tokens_per_s=out.tokens / t_probe if t_probe > 0 else 0.0),
-        quant=None,
+        timings=Timings(load_s=t_load, probe_s=out.probe_s, quant_s=out.quant_s, total_s=total,
+                        tokens_per_s=out.tokens / (out.probe_s + out.quant_s) if out.tokens else 0.0),
+        quant=out.quant,
     )

@@ -347,6 +347,11 @@ class TokenizedCorpus:
         Within each domain the calibration part takes the earliest samples; both parts keep the
         corpus order. Together they hold every sample exactly once.
         """
+        take, rest = self.split_indices(calib)
+        return self.subset(take), self.subset(rest)
+
+    def split_indices(self, calib: int) -> tuple[list[int], list[int]]:
+        """The sample indices of :meth:`split`'s two parts."""
         if calib < 0:
             raise UsageError(f"the number of calibration samples must be >= 0, got {calib}")
         by_domain: dict[str, list[int]] = {}
@@ -355,8 +360,7 @@ class TokenizedCorpus:
         quota = _quotas({d: len(v) for d, v in by_domain.items()}, calib)
         take = sorted(i for d, idx in by_domain.items() for i in idx[: quota[d]])
         taken = set(take)
-        rest = [i for i in range(len(self.input_ids)) if i not in taken]
-        return self.subset(take), self.subset(rest)
+        return take, [i for i in range(len(self.input_ids)) if i not in taken]
 
 
 def tokenize(documents: list[Document], tokenizer: Any, max_seq_len: int, *, name: str, seed: int) -> TokenizedCorpus:

@@ -7,9 +7,9 @@ few lines: pick the tensor, hand it to its accumulator with the batch context.
 from __future__ import annotations
 
 import contextlib
-import time
+import copy
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -17,13 +17,6 @@ from torch import nn
 from .report import HEADLINE_KINDS, KIND_ORDER, KindMax, Peak, SiteStats
 from .sites import ModelSites, Site
 from .stats import BatchContext, SiteAccumulator
-
-
-@dataclass
-class BatchState:
-    """The context of the batch in flight; hooks read it."""
-
-    ctx: Optional[BatchContext] = None
 
 
 def activation(site: Site, value, batch: BatchContext) -> torch.Tensor:
@@ -37,7 +30,7 @@ def activation(site: Site, value, batch: BatchContext) -> torch.Tensor:
     return x
 
 
-def _register(site: Site, fn: Callable[[torch.Tensor], None], state: BatchState) -> torch.utils.hooks.RemovableHandle:
+def _register(site: Site, fn: Callable[[torch.Tensor], None], state: Any) -> torch.utils.hooks.RemovableHandle:
     if site.capture == "input":
 
         def pre_hook(module, args, kwargs):
@@ -52,7 +45,8 @@ def _register(site: Site, fn: Callable[[torch.Tensor], None], state: BatchState)
 
 
 @contextlib.contextmanager
-def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]], state: BatchState) -> Iterator[None]:
+def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]], state: Any) -> Iterator[None]:
+    """Hooks calling fns[i] with sites[i]'s activation; `state.ctx` is the batch in flight. Always removed."""
     handles = []
     try:
         for site, fn in zip(sites, fns):
@@ -78,14 +72,6 @@ def input_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@dataclass(frozen=True)
-class ProbeOutput:
-    sites: tuple[SiteStats, ...]
-    tokens: int
-    seconds: float
-    batch_size: int
-
-
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -94,28 +80,30 @@ def is_oom(exc: BaseException) -> bool:
 
 
 class Probe:
-    """Statistics for every site of `model_sites`; `run` feeds it batches."""
+    """Statistics for every site of `model_sites`; the batch loop sets `ctx` before each forward."""
 
     def __init__(self, model_sites: ModelSites, *, hist_stride: int = 1) -> None:
         self.sites = model_sites.sites
         self.accs = [SiteAccumulator(channel_absmax=s.kind == "residual", hist_stride=hist_stride) for s in self.sites]
-        self.state = BatchState()
+        self.ctx: Optional[BatchContext] = None
 
     def hooks(self) -> contextlib.AbstractContextManager[None]:
-        fns = [lambda x, acc=acc: acc.update(x, self.state.ctx) for acc in self.accs]
-        return hooked(self.sites, fns, self.state)
-
-    def snapshot(self) -> list:
-        return [(None if a.state is None else {k: v.clone() for k, v in a.state.items()}, a.calls) for a in self.accs]
-
-    def restore(self, snap: list) -> None:
-        for acc, (state, calls) in zip(self.accs, snap):
-            acc.state, acc.calls = state, calls
+        fns = [lambda x, acc=acc: acc.update(x, self.ctx) for acc in self.accs]
+        return hooked(self.sites, fns, self)
 
     def results(self, decode: Callable[[int], str]) -> tuple[SiteStats, ...]:
         return tuple(acc.result(s.name, s.kind, s.layer, decode) for s, acc in zip(self.sites, self.accs))
 
 
+def snapshot(objs: Sequence[object]) -> list[dict]:
+    """Copies of the accumulators' state, to undo a batch that ran out of memory half-way."""
+    return [copy.deepcopy(o.__dict__) for o in objs]
+
+
+def restore(objs: Sequence[object], snap: list[dict]) -> None:
+    for o, d in zip(objs, snap):
+        o.__dict__.clear()
+        o.__dict__.update(d)
 def peak_of(sites: Sequence[SiteStats]) -> Optional[Peak]:
     """M over the headline sites; among equal values the earliest site in forward order."""
     best: Optional[SiteStats] = None
@@ -162,15 +150,15 @@ def run_batches(
     indices: Sequence[int],
     batch_size: int,
     pad_id: int,
-    step: Callable[[torch.Tensor, torch.Tensor, BatchContext], None],
+    step: Callable[[BatchContext, torch.Tensor], None],
     *,
     adaptive: bool,
-    snapshot: Callable[[], object],
-    restore: Callable[[object], None],
+    stateful: Sequence[object],
     on_batch: Callable[[int, int], None],
 ) -> int:
-    """Run `step` over the samples in length-sorted batches; on out-of-memory (when `adaptive`),
-    undo the partial batch, halve the batch size and go on. Returns the batch size that finished."""
+    """Run `step(ctx, attention_mask)` over the samples in length-sorted batches. On out-of-memory
+    (when `adaptive`), undo the partial batch in `stateful`, halve the batch size and go on.
+    Returns the batch size that finished."""
     from .corpus import pad_batch
 
     lengths = [len(ids) for ids in corpus_ids]
@@ -184,18 +172,17 @@ def run_batches(
             sample_index=batch.sample_index.to(device),
             input_ids=batch.input_ids.to(device),
         )
-        snap = snapshot() if adaptive else None
+        saved = snapshot(stateful) if adaptive else None
         try:
-            step(ctx.input_ids, batch.attention_mask.to(device), ctx)
+            step(ctx, batch.attention_mask.to(device))
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             if not (adaptive and is_oom(exc) and batch_size > 1):
                 raise
-            restore(snap)
+            restore(stateful, saved)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             batch_size = max(1, batch_size // 2)
-            rest = group + [i for g in pending for i in g]
-            pending = plan_batches(lengths, rest, batch_size)
+            pending = plan_batches(lengths, group + [i for g in pending for i in g], batch_size)
             continue
         on_batch(len(group), int(batch.attention_mask.sum()))
     return batch_size
@@ -229,38 +216,3 @@ def _available_ram() -> float:
     except OSError:
         pass
     return 8 * 2**30
-
-
-def probe(
-    model: nn.Module,
-    model_sites: ModelSites,
-    corpus_ids: Sequence[Sequence[int]],
-    pad_id: int,
-    decode: Callable[[int], str],
-    *,
-    batch_size: Optional[int],
-    hist_stride: int,
-    progress: Callable[[int, int], None],
-) -> ProbeOutput:
-    """Measure every site over every sample. `batch_size=None` = estimate, halve on OOM."""
-    p = Probe(model_sites, hist_stride=hist_stride)
-    bs = batch_size or estimate_batch_size(model, max(len(x) for x in corpus_ids), with_logits=False)
-    tokens = 0
-
-    def step(input_ids, attention_mask, ctx):
-        p.state.ctx = ctx
-        forward(model, input_ids, attention_mask)
-
-    def on_batch(n, t):
-        nonlocal tokens
-        tokens += t
-        progress(n, t)
-
-    start = time.perf_counter()
-    with torch.inference_mode(), p.hooks():
-        bs = run_batches(
-            model, corpus_ids, range(len(corpus_ids)), bs, pad_id, step,
-            adaptive=batch_size is None, snapshot=p.snapshot, restore=p.restore, on_batch=on_batch,
-        )
-    seconds = time.perf_counter() - start
-    return ProbeOutput(p.results(decode), tokens, seconds, bs)

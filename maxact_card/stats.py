@@ -190,21 +190,9 @@ class SiteAccumulator:
 
     def _hist(self, st: dict, a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[torch.Tensor]) -> None:
         """Log-histogram of |a| over every `hist_stride`-th token row (offset cycling per batch)."""
-        B, T, C = a.shape
-        s = self.hist_stride
-        off = self.calls % s
-        rows = a.reshape(B * T, C)[off::s]
-        if ok is not None:
-            keep = ok.reshape(B * T, C)[off::s]
-            n = keep.sum()
-        else:
-            vrows = valid.reshape(B * T)[off::s]
-            keep = vrows[:, None]
-            n = vrows.sum() * C
-        logs = rows.log2().masked_fill_(~keep, -math.inf)
-        h = torch.histc(logs, bins=HIST_BINS, min=HIST_LO, max=HIST_HI)
-        st["hist"] += h.double()
-        st["hist_total"] += n.double()
+        h, n = log_histogram(a, valid, ok, self.hist_stride, self.calls % self.hist_stride)
+        st["hist"] += h
+        st["hist_total"] += n
 
     def _massive(self, st: dict, a: torch.Tensor, rabs: torch.Tensor) -> None:
         """Sun et al. 2024: |a| > 100 and > 1000x the median |a| of the same token."""
@@ -274,14 +262,55 @@ class SiteAccumulator:
         )
 
 
-def histogram_quantiles(hist: torch.Tensor, total: float) -> dict[str, float]:
+def log_histogram(a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[torch.Tensor], stride: int = 1,
+                  offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts per log bin, number of elements counted) of |a| [B, T, C] over every `stride`-th
+    token row from `offset`; rows outside `valid` [B, T] (or elements outside `ok` [B, T, C]) skipped."""
+    B, T, C = a.shape
+    rows = a.reshape(B * T, C)[offset::stride]
+    if ok is not None:
+        keep = ok.reshape(B * T, C)[offset::stride]
+        n = keep.sum()
+    else:
+        vrows = valid.reshape(B * T)[offset::stride]
+        keep = vrows[:, None]
+        n = vrows.sum() * C
+    logs = rows.log2().masked_fill_(~keep, -math.inf)
+    return torch.histc(logs, bins=HIST_BINS, min=HIST_LO, max=HIST_HI).double(), n.double()
+
+
+class RangeAccumulator:
+    """Only what a quantization scale needs: max |a| and the log-histogram of |a| (every row)."""
+
+    def __init__(self) -> None:
+        self.absmax: Optional[torch.Tensor] = None
+        self.hist: Optional[torch.Tensor] = None
+        self.total: Optional[torch.Tensor] = None
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, ctx: BatchContext) -> None:
+        valid = ctx.on(x.device).valid
+        ok = torch.isfinite(x) & valid[..., None]
+        a = torch.where(ok, x, 0).abs()
+        h, n = log_histogram(a, None, ok)
+        m = a.amax().double()
+        if self.absmax is None:
+            self.absmax, self.hist, self.total = m, h, n
+        else:
+            self.absmax, self.hist, self.total = torch.maximum(self.absmax, m), self.hist + h, self.total + n
+
+    def quantiles(self, quantiles: dict[str, float]) -> dict[str, float]:
+        return histogram_quantiles(self.hist.cpu(), float(self.total), quantiles)
+
+
+def histogram_quantiles(hist: torch.Tensor, total: float, quantiles: Optional[dict[str, float]] = None) -> dict[str, float]:
     """Quantiles of |a| from the log-histogram; values below the range (and zeros) read as 0."""
     if total <= 0:
         return {}
     zeros = total - float(hist.sum())
     cum = torch.cumsum(hist, 0)
     out: dict[str, float] = {}
-    for name, q in QUANTILES.items():
+    for name, q in (quantiles or QUANTILES).items():
         rank = max(1.0, math.ceil(q * total))
         if rank <= zeros:
             out[name] = 0.0

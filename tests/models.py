@@ -27,17 +27,17 @@ ARCHS: dict[str, dict] = {
 MOE = {"qwen3_moe", "mixtral", "gpt_oss"}
 
 
-def tiny_config(model_type: str):
+def tiny_config(model_type: str, **overrides):
     from transformers import AutoConfig
 
-    return AutoConfig.for_model(model_type, **COMMON, **ARCHS[model_type])
+    return AutoConfig.for_model(model_type, **{**COMMON, **ARCHS[model_type], **overrides})
 
 
-def tiny_model(model_type: str, seed: int = 0, dtype=torch.float32):
+def tiny_model(model_type: str, seed: int = 0, dtype=torch.float32, **overrides):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type), dtype=dtype)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, **overrides), dtype=dtype)
     return model.eval()
 
 
@@ -53,3 +53,13 @@ def tiny_tokenizer():
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>")
+
+
+def save_tiny(path, arch: str = "llama", seed: int = 0):
+    """Save a tiny random `arch` model and the tiny tokenizer to `path` (save_pretrained); return the Path."""
+    from pathlib import Path
+
+    path = Path(path)
+    tiny_model(arch, seed=seed).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path

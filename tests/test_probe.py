@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from maxact_card.probe import kind_maxima, peak_of, probe
+from maxact_card.measure import measure
+from maxact_card.probe import kind_maxima, peak_of
 from maxact_card.sites import find_sites
 from models import tiny_config, tiny_model
 
@@ -17,9 +18,8 @@ SAMPLES = [[1, 5, 9, 12, 40], [1, 22, TOK, 30, 31, 32, 33], [1, 8, 8], [1, 50, 5
 
 
 def run(model, samples, batch_size=2, hist_stride=1):
-    out = probe(model, find_sites(model), samples, 0, lambda i: f"w{i}", batch_size=batch_size,
-                hist_stride=hist_stride, progress=lambda n, t: None)
-    return out.sites
+    return measure(model, find_sites(model), samples, 0, lambda i: f"w{i}", batch_size=batch_size,
+                   hist_stride=hist_stride).sites
 
 
 def silu(v: float) -> float:
@@ -133,17 +133,18 @@ def capture(model, samples):
     """Every site's activations, one sample at a time, by independent hooks."""
     ms = find_sites(model)
     got: dict[str, list[torch.Tensor]] = {s.name: [] for s in ms.sites}
-    from maxact_card.probe import activation, hooked, BatchState
+    from types import SimpleNamespace
+
+    from maxact_card.probe import hooked
     from maxact_card.stats import BatchContext
 
-    state = BatchState()
+    state = SimpleNamespace(ctx=None)
     fns = [lambda x, n=s.name: got[n].append(x.detach().clone()[0]) for s in ms.sites]
     with torch.inference_mode(), hooked(ms.sites, fns, state):
         for ids in samples:
             t = torch.tensor([ids])
             state.ctx = BatchContext(torch.ones_like(t, dtype=torch.bool), torch.tensor([0]), t)
             model(input_ids=t, attention_mask=torch.ones_like(t), use_cache=False)
-    del activation
     return got
 
 

@@ -1,0 +1,212 @@
+"""The INT8/FP8 check: calibrate scales on one part of the corpus, measure on the other.
+
+Pass 1 (calibration samples): the probe, plus absmax and log-histogram of every quantized site.
+Pass 2 (evaluation samples): each batch runs unquantized (the probe, the per-site errors and the
+baseline loss read it), then once per end-to-end format with every linear layer's input
+fake-quantized. The data is read once; the evaluation pass does (1 + formats) forwards per batch,
+each on exactly the shapes of the unquantized one, so an identity quantizer gives Delta NLL = 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .probe import hooked
+from .quant import (
+    NLLAccumulator,
+    QuantErrorAccumulator,
+    Quantizer,
+    build_verdicts,
+    end_to_end,
+    percentile_format,
+    recommendation,
+    site_quantizers,
+)
+from .report import QuantReport
+from .sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
+from .stats import BatchContext, RangeAccumulator
+
+# Probe sites whose own quantization error is reported (besides every linear layer's input).
+ERROR_KINDS = ("attn", "mlp", "residual")
+# Linear layers that read the same tensor as a sibling: measured once, under the sibling's name.
+SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
+
+
+@dataclass(frozen=True)
+class LinearInput:
+    """The input of one or more linear layers that read the same tensor."""
+
+    site: Site  # pre-hook on the first linear; its activation is the shared input
+    linears: tuple[nn.Module, ...]
+
+
+def linear_inputs(model_sites: ModelSites) -> list[LinearInput]:
+    """Every attention/MLP linear layer's input, grouped where siblings share it.
+
+    MoE experts keep their projections as fused 3-D weights; their common input (the MoE block's
+    input, what the experts' gate/up projections read) stands for them."""
+    out: list[LinearInput] = []
+    for i, layer in enumerate(model_sites.layers):
+        for kind, names in (("attn", ATTN_NAMES), ("mlp", MLP_NAMES)):
+            block = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), nn.Module)), None)
+            if block is None:
+                continue
+            groups: dict[str, list[nn.Module]] = {}
+            for path, mod in block.named_modules():
+                if not isinstance(mod, nn.Linear) or path.split(".")[0] in ("experts", "gate", "router"):
+                    continue
+                leaf = path.rsplit(".", 1)[-1]
+                owner = path[: len(path) - len(leaf)] + SHARED_INPUT.get(leaf, leaf)
+                if not isinstance(_submodule(block, owner), nn.Linear):
+                    owner = path
+                groups.setdefault(owner, []).append(mod)
+            experts = getattr(block, "experts", None)
+            if isinstance(experts, nn.Module) and not isinstance(experts, nn.ModuleList):
+                groups["experts"] = [experts]
+            for owner, members in groups.items():
+                name = f"layers.{i}.mlp.down_in" if (kind, owner) == ("mlp", "down_proj") else f"layers.{i}.{kind}.{owner}.in"
+                site = Site(name, "linear_in", i, _submodule(block, owner), capture="input")
+                out.append(LinearInput(site, tuple(members)))
+    return out
+
+
+def _submodule(block: nn.Module, path: str) -> Optional[nn.Module]:
+    try:
+        return block.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def error_sites(model_sites: ModelSites, inputs: Sequence[LinearInput]) -> list[Site]:
+    return [s for s in model_sites.sites if s.kind in ERROR_KINDS] + [li.site for li in inputs]
+
+
+class Calibration:
+    """max |a| and log-histogram of each quantized site over the calibration samples."""
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.sites = list(sites)
+        self.accs = [RangeAccumulator() for _ in self.sites]
+        self.ctx: Optional[BatchContext] = None
+
+    def hooks(self) -> contextlib.AbstractContextManager[None]:
+        fns = [lambda x, acc=acc: acc.update(x, self.ctx) for acc in self.accs]
+        return hooked(self.sites, fns, self)
+
+    def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
+        out = {}
+        for site, acc in zip(self.sites, self.accs):
+            if acc.absmax is None:
+                continue
+            values = acc.quantiles({f"p{p:g}": p / 100 for p in percentiles})
+            absmax = acc.absmax.float()
+            clip = {p: min(values[f"p{p:g}"], float(absmax)) for p in percentiles}
+            out[site.name] = site_quantizers(absmax, clip, device=absmax.device)
+        return out
+
+
+@dataclass
+class Evaluation:
+    """Per-site errors and the baseline loss of the unquantized forward, the loss of each format's."""
+
+    sites: list[Site]
+    quantizers: dict[str, tuple[Quantizer, ...]]
+    inputs: list[LinearInput]
+    e2e_formats: tuple[str, ...]
+    final_norm: Site
+    lm_head: nn.Module
+    softcap: Optional[float]
+
+    def __post_init__(self) -> None:
+        self.errors = {(s.name, q.name): QuantErrorAccumulator() for s in self.sites
+                       for q in self.quantizers.get(s.name, ())}
+        self.nll = [NLLAccumulator() for _ in range(1 + len(self.e2e_formats))]
+        self.ctx: Optional[BatchContext] = None
+        self.hidden: Optional[torch.Tensor] = None
+
+    def stateful(self) -> list:
+        return list(self.errors.values()) + self.nll
+
+    @contextlib.contextmanager
+    def baseline_hooks(self) -> Iterator[None]:
+        fns = [self._error_fn(s) for s in self.sites] + [self._keep_hidden]
+        with hooked([*self.sites, self.final_norm], fns, self):
+            yield
+
+    @contextlib.contextmanager
+    def quantized_hooks(self, fmt: str) -> Iterator[None]:
+        """Every linear layer's input fake-quantized with `fmt`, each with its own calibrated scale."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(hooked([self.final_norm], [self._keep_hidden], self))
+            for li in self.inputs:
+                q = next(q for q in self.quantizers[li.site.name] if q.name == fmt)
+                for lin in li.linears:
+                    stack.enter_context(_quantize_inputs(lin, q))
+            yield
+
+    def _error_fn(self, site: Site) -> Callable[[torch.Tensor], None]:
+        qs = self.quantizers.get(site.name, ())
+
+        def fn(x: torch.Tensor) -> None:
+            for q in qs:
+                self.errors[(site.name, q.name)].update(x, q(x), self.ctx.valid, q.clip_threshold)
+
+        return fn
+
+    def _keep_hidden(self, x: torch.Tensor) -> None:
+        self.hidden = x
+
+    def loss(self, copy: int) -> None:
+        """Next-token NLL from the final hidden states the hook kept (logits in chunks of 128)."""
+        ids, valid, h = self.ctx.input_ids, self.ctx.valid, self.hidden[:, :-1]
+        targets, mask = ids[:, 1:], valid[:, 1:] & valid[:, :-1]
+        for start in range(0, h.shape[1], 128):
+            logits = self.lm_head(h[:, start : start + 128])
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            self.nll[copy].update(logits, targets[:, start : start + 128], mask[:, start : start + 128])
+        self.hidden = None
+
+    def report(self, calib_samples: int, eval_samples: int, eval_tokens: int, site_layers: dict[str, Optional[int]],
+               peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int) -> QuantReport:
+        site_errors = tuple(acc.to_site_error(name, site_layers[name], fmt) for (name, fmt), acc in self.errors.items())
+        base = self.nll[0].result()
+        e2e = tuple(end_to_end(fmt, acc.result(), base) for fmt, acc in zip(self.e2e_formats, self.nll[1:]))
+        linear = [e for e in site_errors if e.site.endswith((".in", ".down_in"))]
+        verdicts = build_verdicts(linear, e2e, peak_abs, site_absmax, nonfinite)
+        return QuantReport(
+            calib_samples=calib_samples,
+            eval_samples=eval_samples,
+            eval_tokens=eval_tokens,
+            baseline_nll=base,
+            baseline_ppl=math.exp(base) if base < 700 else math.inf,
+            sites=site_errors,
+            end_to_end=e2e,
+            verdicts=verdicts,
+            recommendation=recommendation(verdicts, linear),
+        )
+
+
+@contextlib.contextmanager
+def _quantize_inputs(linear: nn.Module, q: Quantizer) -> Iterator[None]:
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (q(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": q(kwargs["hidden_states"])}
+
+    handle = linear.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def e2e_formats(percentiles: Sequence[float]) -> tuple[str, ...]:
+    """W16A8 end-to-end formats: static INT8 for each scale policy, per-token INT8, FP8 E4M3."""
+    return ("int8_absmax", *(percentile_format(p) for p in percentiles), "int8_per_token", "fp8_e4m3")
