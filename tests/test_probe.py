@@ -245,3 +245,59 @@ def test_every_architecture_has_every_site(arch):
     router = [s for s in sites if s.kind == "router"]
     for r in router:  # router logits: one value per token and expert
         assert r.count == sum(len(x) for x in SAMPLES[:2]) * 4
+
+
+def test_vision_language_model_probes_its_text_backbone_only():
+    from transformers import AutoModelForImageTextToText, Gemma3Config
+
+    text = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8, sliding_window=16, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=127,
+                       boi_token_index=125, eoi_token_index=126)
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(cfg).eval()
+    ms = find_sites(model)
+    assert ms.num_layers == 2  # the language model's layers, not the vision tower's 3
+    assert all(s.module in set(model.model.language_model.modules()) for s in ms.sites)
+    sites = run(model, SAMPLES)
+    assert peak_of(sites) is not None and all(s.count > 0 for s in sites)
+
+
+def test_out_of_memory_halves_the_batch_and_counts_every_sample_once():
+    """An OOM half-way through a batch (after some hooks ran) is undone; the run finishes at a
+    smaller batch size with exactly the statistics of an undisturbed run."""
+    model = tiny_model("llama")
+    reference = {s.name: s for s in run(model, SAMPLES, batch_size=1)}
+
+    def fail_on_big_batches(module, args, kwargs):
+        if kwargs.get("hidden_states", args[0] if args else None).shape[0] > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = model.model.layers[1].register_forward_pre_hook(fail_on_big_batches, with_kwargs=True)
+    try:
+        got = measure(model, find_sites(model), SAMPLES, 0, lambda i: f"w{i}", batch_size=None, hist_stride=1)
+    finally:
+        handle.remove()
+    for s in got.sites:
+        r = reference[s.name]
+        assert s.count == r.count and s.absmax_location == r.absmax_location and s.massive == r.massive
+        assert s.absmax == pytest.approx(r.absmax, rel=1e-6) and s.mean == pytest.approx(r.mean, rel=1e-5, abs=1e-7)
+    assert got.tokens == sum(len(x) for x in SAMPLES)
+
+
+def test_errors_other_than_out_of_memory_propagate():
+    model = tiny_model("llama")
+
+    def broken(module, args):
+        raise RuntimeError("shape mismatch")
+
+    handle = model.model.layers[0].register_forward_pre_hook(broken)
+    try:
+        with pytest.raises(RuntimeError, match="shape mismatch"):
+            measure(model, find_sites(model), SAMPLES, 0, str, batch_size=None)
+    finally:
+        handle.remove()
+    assert not model.model.layers[1]._forward_hooks  # the probe's hooks were removed
