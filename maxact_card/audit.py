@@ -63,18 +63,20 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         if hub_obj is None:
             from .hub import Hub
 
-            hub_obj = Hub(token=o.token)
+            hub_obj = Hub(token=o.token, progress=o.progress)
         return hub_obj
 
+    # The corpus is read first: a bad corpus file fails before any model is downloaded or loaded.
+    fetch = (lambda repo, path: hub_factory().download_dataset_file(repo, path)) if o.corpus.startswith("hf://") else None
+    name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
-    loaded = load(source, dtype=o.dtype, device=o.device, device_map=o.device_map, trust_remote_code=o.trust_remote_code)
+    loaded = load(source, dtype=o.dtype, device=o.device, device_map=o.device_map,
+                  trust_remote_code=o.trust_remote_code, progress=o.progress)
     model, tok = loaded.model, loaded.tokenizer
     model_sites = find_sites(model)
     t_load = time.perf_counter() - t0
 
-    fetch = (lambda repo, path: hub_factory().download_dataset_file(repo, path)) if o.corpus.startswith("hf://") else None
-    name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     corpus = tokenize(select(docs, o.samples, o.seed), tok, o.max_seq_len, name=name, seed=o.seed)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 

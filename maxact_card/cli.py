@@ -127,8 +127,15 @@ def audit(model: str, **kw: Any) -> None:
         raise UsageError("--write-card needs a local checkpoint directory; for a Hub repo use --open-pr")
     out_dir = Path(kw.pop("output_dir") or default_output_dir(model))
     _check_writable(out_dir)
-    command = "maxact-card audit " + " ".join(shlex.quote(a) for a in _public_args(sys.argv[2:]))
+    command = _reproduce_command(click.get_current_context(), model)
     options = AuditOptions(model=model, quant_check=kw.pop("quant_check"), command=command, **kw)
+    hub = None
+    if open_pr:
+        from .hub import Hub
+
+        hub = Hub(token=options.token, progress=options.progress)
+        if not dry_run:
+            hub.whoami()  # no or bad token: fail now, not after the measurement
     report = run_audit(options, echo=lambda s: click.echo(s, err=True))
     path = report.save(out_dir / "maxact_report.json")
     click.echo(summary(report))
@@ -138,11 +145,10 @@ def audit(model: str, **kw: Any) -> None:
 
         readme = _write_card(report, Path(model), template=Path(template) if template else None)
         click.echo(f"card: {readme}")
-    if open_pr:
-        from .hub import Hub
+    if hub is not None:
         from .publish import open_pr as _open_pr
 
-        result = _open_pr(report, Hub(token=options.token), model, template=Path(template) if template else None,
+        result = _open_pr(report, hub, model, template=Path(template) if template else None,
                           dry_run=dry_run, force=force, echo=click.echo)
         if result.url:
             click.echo(f"pull request: {result.url}")
@@ -150,20 +156,28 @@ def audit(model: str, **kw: Any) -> None:
         raise ThresholdExceeded(f"M = {report.peak.abs:.6g} at {report.peak.site} exceeds --fail-above {fail_above:g}")
 
 
-def _public_args(args: list[str]) -> list[str]:
-    """The command line without the token and without publishing flags, for the card."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
+# Options that publish or authenticate: not part of how the measurement is reproduced.
+_NOT_IN_COMMAND = {"token", "open_pr", "write_card", "dry_run", "force", "progress", "output_dir", "fail_above"}
+
+
+def _reproduce_command(ctx: click.Context, model: str) -> str:
+    """`maxact-card audit MODEL` with the options given on the command line (never the token)."""
+    parts = ["maxact-card", "audit", model]
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name in _NOT_IN_COMMAND:
             continue
-        if a == "--token":
-            skip = True
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
             continue
-        if a.startswith("--token=") or a in ("--open-pr", "--write-card", "--dry-run", "--force"):
-            continue
-        out.append(a)
-    return out
+        value = ctx.params[name]
+        if param.is_flag:
+            flag = next((o for o in (param.opts if value else param.secondary_opts)), None)
+            if flag:
+                parts.append(flag)
+        else:
+            text = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+            parts += [param.opts[-1], text]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -202,4 +216,4 @@ def render(report_path: str, readme: Optional[str], output: Optional[str], templ
 
 
 def main() -> None:
-    cli(prog_name=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "maxact-card")
+    cli()

@@ -33,6 +33,10 @@ class NoWeightsError(MaxActCardError, FileNotFoundError):
     """The checkpoint has a config but no weight files."""
 
 
+class ModelLoadError(MaxActCardError, OSError):
+    """The checkpoint's files are there but transformers cannot load them."""
+
+
 class RemoteCodeError(MaxActCardError, PermissionError):
     """The checkpoint needs trust_remote_code and the user did not pass it."""
 

@@ -121,9 +121,12 @@ class Hub:
     the cached login). `endpoint`: the Hub URL; None means HF_ENDPOINT or https://huggingface.co.
     """
 
-    def __init__(self, token: str | None = None, endpoint: str | None = None) -> None:
+    def __init__(self, token: str | None = None, endpoint: str | None = None, *, progress: bool = True) -> None:
         from huggingface_hub import HfApi, constants
+        from huggingface_hub.utils import disable_progress_bars
 
+        if not progress:
+            disable_progress_bars()
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self._token = token or None
         self._api = HfApi(
@@ -337,6 +340,9 @@ class Hub:
             return get_token()
         except Exception:  # an unusable token source is the same as none here
             return None
+
+    def has_token(self) -> bool:
+        return bool(self._effective_token())
 
     def _require_token(self, repo_id: str) -> None:
         if not self._effective_token():

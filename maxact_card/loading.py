@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ModelNotFoundError, NoWeightsError, RemoteCodeError, UsageError
+from .errors import ModelLoadError, ModelNotFoundError, NoWeightsError, RemoteCodeError, UsageError
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
 
@@ -55,7 +55,7 @@ def dir_source(model_id: str, path: Path, revision: Optional[str], gguf_file: Op
         if len(ggufs) == 1:
             return Source(model_id, "gguf", path, ggufs[0], revision)
         raise ModelNotFoundError(f"{model_id} has no config.json; pass a transformers checkpoint directory or a .gguf file")
-    if not any(path.glob(p) for p in WEIGHT_PATTERNS):
+    if not any(next(path.glob(p), None) is not None for p in WEIGHT_PATTERNS):
         raise NoWeightsError(f"{model_id} has a config.json but no weight files (*.safetensors, *.bin); save the weights next to it")
     return Source(model_id, "hub" if revision else "dir", path, None, revision)
 
@@ -90,7 +90,8 @@ def pick_device(device: str) -> str:
     raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
-def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool) -> Loaded:
+def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool,
+         progress: bool = True) -> Loaded:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -102,18 +103,27 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
         kw["gguf_file"] = source.gguf_file
     path = str(source.path)
     hf_logging.set_verbosity_error()
-    config = AutoConfig.from_pretrained(path, **kw)
-    torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    mkw = dict(kw, dtype=torch_dtype)
-    if device_map:
-        mkw["device_map"] = device_map
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **mkw)
-    except ValueError:
-        from transformers import AutoModelForImageTextToText
+        config = AutoConfig.from_pretrained(path, **kw)
+        torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+        mkw = dict(kw, dtype=torch_dtype)
+        if device_map:
+            mkw["device_map"] = device_map
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+        except ValueError:
+            from transformers import AutoModelForImageTextToText
 
-        model = AutoModelForImageTextToText.from_pretrained(path, **mkw)
+            model = AutoModelForImageTextToText.from_pretrained(path, **mkw)
+    except Exception as exc:  # transformers, safetensors and gguf raise many types for a bad checkpoint
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(
+            f"cannot load {source.model_id}: {first}; check that the checkpoint is complete and a "
+            "transformers model (re-download it, or update transformers)"
+        ) from exc
     if not device_map:
         model.to(dev)
     model.eval()

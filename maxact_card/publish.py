@@ -108,8 +108,9 @@ def open_pr(
         echo(f"{repo_id}@{sha[:12]} already carries an activation range for these settings; nothing to do (--force publishes again)")
         return PublishResult("unchanged", None, None, "", ())
 
-    user = hub.whoami()
-    pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE)
+    # A dry run without a token cannot know the user, so it cannot look for their open PR.
+    user = hub.whoami() if not dry_run or hub.has_token() else None
+    pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE) if user else None
     if pr is not None and not force and _same_settings(hub.pr_head_text(repo_id, pr, README_NAME), key):
         echo(f"pull request #{pr} on {repo_id} already carries this activation range; nothing to do (--force publishes again)")
         return PublishResult("unchanged", None, pr, "", ())
@@ -118,6 +119,8 @@ def open_pr(
     diff = readme_diff(current, readme)
     if dry_run:
         target = f"update pull request #{pr}" if pr is not None else "open a pull request"
+        if user is None:
+            echo("dry run without a token: your open pull requests were not looked up")
         echo(f"dry run: would {target} on {repo_id} (base {sha[:12]}) with {', '.join(FILES)}")
         echo(diff.rstrip("\n") if diff else "README.md: no change")
         return PublishResult("dry-run", None, pr, diff, FILES)

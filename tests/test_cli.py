@@ -1,0 +1,486 @@
+"""The `maxact-card` command line, end to end: help, errors, a real audit of a tiny model, `render`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import maxact_card
+from maxact_card.card import BEGIN_MARKER, END_MARKER, extract_metadata, fmt_num, render_readme
+from maxact_card.cli import cli
+from maxact_card.report import HEADLINE_KINDS, Report
+from maxact_card.summary import fmt
+from models import save_tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--samples", "8", "--max-seq-len", "32", "--no-quant-check", "--no-progress"]
+TOKEN = "secret123"
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def invoke(args: list[str], env: dict | None = None):
+    """Run the CLI in this process, with sys.argv as the console script would see it."""
+    saved = sys.argv
+    sys.argv = ["maxact-card", *args]
+    try:
+        return CliRunner().invoke(cli, args, env=env)
+    finally:
+        sys.argv = saved
+
+
+def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "maxact_card", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    """Exit code != 0, no traceback, and exactly one `Error: ...` line, the last line on stderr."""
+    assert result.exit_code not in (0, None), result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def files_under(path: Path) -> set[str]:
+    return {p.relative_to(path).as_posix() for p in path.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny llama checkpoint saved with save_pretrained (read-only for the tests that share it)."""
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def good_audit(tiny_dir: Path, tmp_path_factory):
+    """One successful audit of the tiny checkpoint: (result, output dir)."""
+    out = tmp_path_factory.mktemp("good") / "out"
+    result = invoke(["audit", str(tiny_dir), "-o", str(out), *SMALL])
+    return result, out
+
+
+# -- help -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["audit"], ["render"]], ids=["group", "audit", "render"])
+def test_help_has_examples(command: list[str]):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Examples:" in result.output
+    assert re.search(r"^\s+maxact-card (audit|render) \S+", result.output, re.M)
+    if command:
+        # every example of the command runs that command
+        examples = result.output.split("Examples:", 1)[1]
+        assert all(line.split()[1] == command[0] for line in examples.strip().splitlines())
+    for name, sub in cli.commands.items():
+        assert sub.help and sub.help.strip(), name
+        for param in sub.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{name} {param.opts}"
+
+
+def _commands_and_options() -> tuple[list[str], list[str]]:
+    commands = sorted(cli.commands)
+    options = []
+    for param in cli.commands["audit"].params:
+        if isinstance(param, click.Option):
+            options += [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+    return commands, options
+
+
+def test_readme_documents_every_command_and_audit_option():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands, options = _commands_and_options()
+    assert commands == ["audit", "render"]
+    missing = [f"maxact-card {c}" for c in commands if f"maxact-card {c}" not in text]
+    missing += [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", text)]
+    assert not missing, f"README.md does not mention: {missing}"
+
+
+def test_help_is_fast_and_imports_no_torch():
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        proc = run_module("--help")
+        best = min(best, time.perf_counter() - t0)
+        assert proc.returncode == 0 and "audit" in proc.stdout and "render" in proc.stdout
+    assert best < 1.0, f"`maxact-card --help` took {best:.2f}s"
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from maxact_card.cli import cli\n"
+        "for args in (['--help'], ['audit', '--help'], ['render', '--help'], ['--version']):\n"
+        "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'gguf') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_version_and_console_scripts():
+    proc = run_module("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"maxact-card, version {maxact_card.__version__}"
+    bindir = Path(sys.executable).parent
+    for script in ("maxact-card", "hf-maxact"):
+        path = bindir / script
+        assert path.is_file() and os.access(path, os.X_OK), path
+        proc = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"Usage: {script} [OPTIONS] COMMAND")
+        assert "Examples:" in proc.stdout
+
+
+def test_python_dash_m_usage_names_the_program():
+    proc = run_module("--help")
+    assert proc.returncode == 0
+    assert "__main__" not in proc.stdout
+    assert proc.stdout.startswith("Usage: python -m maxact_card [OPTIONS] COMMAND")
+
+
+# -- errors -----------------------------------------------------------------------------------------
+def _no_weights(tmp: Path, tiny: Path) -> str:
+    d = tmp / "no-weights"
+    d.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny / name, d / name)
+    return str(d)
+
+
+def _no_config(tmp: Path, tiny: Path) -> str:
+    d = tmp / "no-config"
+    d.mkdir()
+    shutil.copy(tiny / "model.safetensors", d / "model.safetensors")
+    return str(d)
+
+
+def _corrupt_weights(tmp: Path, tiny: Path) -> str:
+    d = tmp / "corrupt-weights"
+    shutil.copytree(tiny, d)
+    data = (tiny / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])  # an interrupted download
+    return str(d)
+
+
+def _txt_model(tmp: Path, tiny: Path) -> str:
+    p = tmp / "model.txt"
+    p.write_text("not a model\n")
+    return str(p)
+
+
+def _corpus(name: str, content: str):
+    def make(tmp: Path) -> str:
+        p = tmp / name
+        p.write_text(content, encoding="utf-8")
+        return str(p)
+
+    return make
+
+
+BAD_JSONL = '{"text": "w4 w5 w6"}\n{"text": "w7 w8"}\n{"text": oops}\n{"text": "w9"}\n'
+
+# id -> (model(tmp, tiny) or None for the tiny checkpoint, extra args(tmp), substrings of the message)
+ERROR_CASES = {
+    "missing-path": (lambda tmp, tiny: str(tmp / "nope"), lambda tmp: [], ["no such file or directory", "nope"]),
+    "dir-without-config": (_no_config, lambda tmp: [], ["no config.json"]),
+    "config-without-weights": (_no_weights, lambda tmp: [], ["no weight files"]),
+    "corrupt-weights": (_corrupt_weights, lambda tmp: [], ["corrupt-weights"]),
+    "txt-file": (_txt_model, lambda tmp: [], ["model.txt", "not a .gguf"]),
+    "samples-0": (None, lambda tmp: ["--samples", "0"], ["--samples must be a positive integer, got 0"]),
+    "samples-neg": (None, lambda tmp: ["--samples", "-3"], ["--samples must be a positive integer, got -3"]),
+    "max-seq-len-0": (None, lambda tmp: ["--max-seq-len", "0"], ["--max-seq-len must be a positive integer, got 0"]),
+    "batch-size-0": (None, lambda tmp: ["--batch-size", "0"], ["--batch-size", "'0'"]),
+    "calib-samples-neg": (None, lambda tmp: ["--calib-samples", "-1"], ["--calib-samples must be >= 0, got -1"]),
+    "corpus-bad-json": (None, lambda tmp: ["--corpus", _corpus("bad.jsonl", BAD_JSONL)(tmp)],
+                        ["bad.jsonl line 3", "not valid JSON"]),
+    "corpus-empty": (None, lambda tmp: ["--corpus", _corpus("empty.jsonl", "")(tmp)], ["empty.jsonl", "empty"]),
+    "corpus-extension": (None, lambda tmp: ["--corpus", _corpus("texts.csv", "a,b\n")(tmp)],
+                         ["unsupported corpus", "texts.csv"]),
+    "corpus-missing": (None, lambda tmp: ["--corpus", str(tmp / "absent.jsonl")], ["corpus file not found"]),
+    "output-under-a-file": (None, lambda tmp: ["-o", _corpus("a-file", "x")(tmp) + "/sub"],
+                            ["cannot write to", "--output-dir"]),
+    "dry-run-alone": (None, lambda tmp: ["--dry-run"], ["--open-pr"]),
+    "force-alone": (None, lambda tmp: ["--force"], ["--open-pr"]),
+    "write-card-file": (_txt_model, lambda tmp: ["--write-card"], ["--write-card needs a local checkpoint directory"]),
+    "write-card-hub-id": (lambda tmp, tiny: "org/some-model", lambda tmp: ["--write-card"],
+                          ["--write-card needs a local checkpoint directory"]),
+    "revision-on-local": (None, lambda tmp: ["--revision", "main"], ["--revision applies to Hub repos only"]),
+    "clip-percentile": (None, lambda tmp: ["--clip-percentiles", "99.9,100"], ["--clip-percentiles"]),
+}
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_one_line_errors_and_no_partial_output(case: str, tiny_dir: Path, tmp_path: Path, monkeypatch):
+    make_model, make_args, needles = ERROR_CASES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    model = make_model(tmp_path, tiny_dir) if make_model else str(tiny_dir)
+    extra = make_args(tmp_path)
+    out = tmp_path / "out"
+    args = ["audit", model, *SMALL, *extra]
+    if "-o" not in extra:
+        args += ["-o", str(out)]
+    before = files_under(tmp_path)
+    result = invoke(args)
+    assert_one_line_error(result, *needles)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert not out.exists()
+    assert files_under(tmp_path) == before  # nothing written anywhere, not even a temp file
+    assert files_under(work) == set()
+
+
+def test_interrupt_is_one_line_with_exit_code_130(tiny_dir: Path, tmp_path: Path, monkeypatch):
+    import maxact_card.audit
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(maxact_card.audit, "run_audit", interrupted)
+    result = invoke(["audit", str(tiny_dir), *SMALL, "-o", str(tmp_path / "out")])
+    assert_one_line_error(result, "interrupted; nothing was written")
+    assert result.exit_code == 130
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir(tiny_dir: Path, tmp_path: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running with rights that ignore directory permissions (root)")
+        result = invoke(["audit", str(tiny_dir), *SMALL, "-o", str(locked / "out")])
+        assert_one_line_error(result, "cannot write to", str(locked))
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_remote_code_is_refused_without_the_flag(tiny_dir: Path, tmp_path: Path):
+    ckpt = tmp_path / "custom"
+    shutil.copytree(tiny_dir, ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model_type"] = "acme_secret_arch"
+    config["auto_map"] = {"AutoConfig": "configuration_acme.AcmeConfig",
+                          "AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    # Code that must never run: it would leave a file behind.
+    marker = tmp_path / "code-ran"
+    for mod in ("configuration_acme.py", "modeling_acme.py"):
+        (ckpt / mod).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    result = invoke(["audit", str(ckpt), *SMALL, "-o", str(tmp_path / "out")])
+    assert_one_line_error(result, "--trust-remote-code", "auto_map")
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_exit_codes_and_debug_traceback_in_a_real_process(tmp_path: Path):
+    missing = str(tmp_path / "nope")
+    proc = run_module("audit", missing, *SMALL, env={"MAXACT_DEBUG": "0"})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (f"Error: no such file or directory: {missing}; pass a local checkpoint "
+                                   "directory, a .gguf file or a Hub repo id")
+    proc = run_module("audit", missing, *SMALL, env={"MAXACT_DEBUG": "1"})
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "ModelNotFoundError" in proc.stderr
+    proc = run_module("render", str(tmp_path / "absent.json"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: no report at")
+
+
+def test_fail_above_exit_code_in_a_real_process(tiny_dir: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = run_module("audit", str(tiny_dir), *SMALL, "-o", str(out), "--fail-above", "1e-9")
+    assert proc.returncode == 3, proc.stderr
+    report = Report.load(out / "maxact_report.json")
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"Error: M = {report.peak.abs:.6g} at {report.peak.site} exceeds --fail-above 1e-09"
+    # The report records the options that decide the measurement (not output, gate or display flags).
+    assert report.command == f"maxact-card audit {tiny_dir} {' '.join(SMALL[:-1])}"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["render", "{tmp}/absent.json"], "no report at"),
+    (["render", "{tmp}/notjson.json"], "report is not valid JSON"),
+    (["render", "{tmp}/noschema.json"], "no schema_version"),
+    (["render", "{tmp}/old.json"], "schema 0.3 is not readable"),
+    (["render", "{tmp}/good.json", "--readme", "{tmp}/absent.md"], "no README at"),
+])
+def test_render_errors(args: list[str], needle: str, tmp_path: Path, good_audit):
+    (tmp_path / "notjson.json").write_text("this is not JSON\n")
+    (tmp_path / "noschema.json").write_text(json.dumps({"model": {"id": "x"}}))
+    (tmp_path / "old.json").write_text(json.dumps({"schema_version": "0.3"}))
+    shutil.copy(good_audit[1] / "maxact_report.json", tmp_path / "good.json")
+    before = files_under(tmp_path)
+    result = invoke([a.format(tmp=tmp_path) for a in args] + ["-o", str(tmp_path / "card.md")])
+    assert_one_line_error(result, needle)
+    assert result.exit_code == 2
+    assert files_under(tmp_path) == before
+
+
+# -- a good audit -----------------------------------------------------------------------------------
+def test_good_audit_writes_a_loadable_report_and_prints_the_summary(good_audit, tiny_dir: Path):
+    result, out = good_audit
+    assert result.exit_code == 0, result.output
+    path = out / "maxact_report.json"
+    assert files_under(out) == {"maxact_report.json"}
+    report = Report.load(path)
+    assert path.read_text(encoding="utf-8") == report.to_json()
+    assert Report.from_json(report.to_json()) == report
+
+    m = report.model
+    assert (m.id, m.source, m.revision, m.gguf_file) == (str(tiny_dir), "dir", None, None)
+    assert (m.architecture, m.model_type, m.num_layers, m.dtype, m.device) == (
+        "LlamaForCausalLM", "llama", 2, "float32", "cpu")
+    c = report.corpus
+    assert (c.name, c.samples, c.max_seq_len, c.seed) == ("builtin-v1", 8, 32, 0)
+    assert 8 < c.tokens <= 8 * 32 and sum(c.domains.values()) == 8
+    assert report.quant is None  # --no-quant-check
+
+    # M is the largest |a| over the headline sites, and every site of the 2-layer model was probed.
+    peak = report.peak
+    headline = [s for s in report.sites if s.kind in HEADLINE_KINDS]
+    assert peak.abs == max(s.absmax for s in headline) and peak.abs == abs(peak.value) > 0
+    assert report.site(peak.site).absmax == peak.abs
+    names = {s.name for s in report.sites}
+    assert {"embed", "final_norm"} | {f"layers.{i}.{k}" for i in (0, 1) for k in ("attn", "mlp", "residual")} <= names
+    # Every non-padding token counts once per channel (hidden size 32) at the residual-stream sites.
+    assert {s.count for s in report.sites if s.kind in HEADLINE_KINDS} == {c.tokens * 32}
+    assert report.fp16_safe is True
+
+    # The summary names M and its site; the last line says where the report is.
+    lines = result.stdout.splitlines()
+    m_line = next(line for line in lines if line.startswith("M = "))
+    assert m_line.startswith(f"M = {fmt(peak.abs)}  (signed {peak.value:.6g}) at {peak.site}: ")
+    assert f"sample {peak.sample}, position {peak.position}" in m_line
+    assert lines[-1] == f"report: {path}"
+    assert "fp16 safe: yes" in lines
+    assert "Traceback" not in result.output
+
+
+def test_default_output_dir_is_named_after_the_model(tiny_dir: Path, tmp_path: Path, monkeypatch):
+    shutil.copytree(tiny_dir, tmp_path / "my.model v2")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["audit", "my.model v2/", *SMALL])
+    assert result.exit_code == 0, result.output
+    expected = Path("maxact-my.model-v2") / "maxact_report.json"
+    assert result.stdout.splitlines()[-1] == f"report: {expected}"
+    assert Report.load(tmp_path / expected).model.id == "my.model v2/"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maxact-my.model-v2", "my.model v2"]
+
+
+@pytest.mark.parametrize("threshold, code", [("1e-9", 3), ("1e9", 0)])
+def test_fail_above(threshold: str, code: int, tiny_dir: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = invoke(["audit", str(tiny_dir), *SMALL, "-o", str(out), "--fail-above", threshold])
+    assert result.exit_code == code, result.output
+    report = Report.load(out / "maxact_report.json")  # written in both cases
+    assert f"report: {out / 'maxact_report.json'}" in result.stdout
+    if code == 3:
+        assert_one_line_error(result, f"M = {report.peak.abs:.6g}", f"at {report.peak.site}", "--fail-above 1e-09")
+    else:
+        assert "Error" not in result.stderr
+
+
+@pytest.mark.parametrize("form", [["--token", TOKEN], [f"--token={TOKEN}"]], ids=["separate", "equals"])
+def test_token_is_never_written_or_printed(form: list[str], tiny_dir: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = invoke(["audit", str(tiny_dir), *form, *SMALL, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = Report.load(out / "maxact_report.json")
+    assert report.command == f"maxact-card audit {tiny_dir} {' '.join(SMALL[:-1])}"
+    assert "--token" not in report.command
+    assert TOKEN not in result.output
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p
+
+
+def test_command_comes_from_the_parsed_arguments_not_sys_argv(tiny_dir: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["host-program", "serve", "--port", "8080"])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["audit", str(tiny_dir), *SMALL, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    command = Report.load(out / "maxact_report.json").command
+    assert command.startswith(f"maxact-card audit {tiny_dir} ")
+    assert "--samples 8" in command and "8080" not in command
+
+
+# -- render -----------------------------------------------------------------------------------------
+AUTHOR_README = (
+    "---\n"
+    "license: apache-2.0\n"
+    "# a comment the author wrote\n"
+    "base_model: null\n"
+    "tags:\n"
+    "- tiny   # trailing comment\n"
+    "---\n"
+    "\n"
+    "# Tiny llama\n"
+    "\n"
+    "Some text by the author,   with  odd   spacing and a trailing space \n"
+    "| a | b |\n"
+    "|---|---|\n"
+)
+
+
+def test_render_merges_into_readme_keeping_author_bytes_and_is_idempotent(good_audit, tmp_path: Path,
+                                                                           monkeypatch):
+    report_path = good_audit[1] / "maxact_report.json"
+    report = Report.load(report_path)
+    monkeypatch.chdir(tmp_path)
+    Path("README.md").write_bytes(AUTHOR_README.encode())
+    shutil.copy(report_path, "maxact_report.json")
+
+    args = ["render", "maxact_report.json", "--readme", "README.md", "-o", "README.md"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    first = Path("README.md").read_bytes()
+    text = first.decode()
+    assert text == render_readme(report, AUTHOR_README)
+
+    # The author's front matter lines come first, unchanged; our block goes before the closing '---'.
+    fm_end = AUTHOR_README.index("---\n", 4)
+    assert text.startswith(AUTHOR_README[:fm_end] + "activation_range:\n")
+    meta = extract_metadata(text)
+    assert meta is not None and meta["settings_key"].startswith("rev=local;")
+    # The body is kept byte for byte, then one blank line and the section.
+    body = AUTHOR_README[fm_end + 4:]
+    assert body in text
+    section = text[text.index(BEGIN_MARKER):]
+    assert text.endswith(END_MARKER + "\n")
+    assert text.index(body) + len(body) + 1 == text.index(BEGIN_MARKER)
+    assert f"**M = max |a| = {fmt_num(report.peak.abs)}**" in section
+    assert f"`{report.peak.site}`" in section
+
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert Path("README.md").read_bytes() == first
+    assert sorted(os.listdir(".")) == ["README.md", "maxact_report.json"]
+
+
+def test_render_to_stdout_without_readme(good_audit):
+    report_path = good_audit[1] / "maxact_report.json"
+    result = invoke(["render", str(report_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == render_readme(Report.load(report_path), None)
+    assert result.stdout.startswith("---\nactivation_range:\n")

