@@ -47,7 +47,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) ->
     from maxact_card.sites import find_sites
     from maxact_card.corpus import pad_batch
     from maxact_card.stats import BatchContext
-    from maxact_card.measure import HIST_STRIDE, keep_large_blocks_in_mmap
+    from maxact_card.measure import HIST_STRIDE
 
     logging.set_verbosity_error()
     d, f = smollm2()
@@ -56,10 +56,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) ->
     rows = token_rows(tok, samples, seq)
     batches = [pad_batch(rows[i : i + batch_size], range(i, i + len(rows[i : i + batch_size])), 0)
                for i in range(0, samples, batch_size)]
-    probe = None
-    if mode == "probe":
-        keep_large_blocks_in_mmap()
-        probe = Probe(find_sites(model), hist_stride=HIST_STRIDE)
+    probe = Probe(find_sites(model), hist_stride=HIST_STRIDE) if mode == "probe" else None
     rss_loaded = _status_mb("VmRSS")
     _reset_peak()
     times = []

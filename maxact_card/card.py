@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .errors import UsageError
-from .report import HEADLINE_KINDS, KIND_ORDER, Report, yaml_metadata
+from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, Report, yaml_metadata
 
 BEGIN_MARKER = "<!-- maxact-card:begin -->"
 END_MARKER = "<!-- maxact-card:end -->"
@@ -185,6 +185,8 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
     if quant is not None:
         worst: dict[str, Any] = {}
         for s in quant.sites:
+            if not s.site.endswith(LINEAR_INPUT_SUFFIXES):
+                continue
             if s.format not in worst or _lt(s.sqnr_db, worst[s.format].sqnr_db):
                 worst[s.format] = s
         worst_sites = list(worst.values())

@@ -8,8 +8,6 @@ the loss of the unquantized model and of each format; see quant_check.py).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -25,21 +23,6 @@ from .stats import BatchContext
 
 # Every 4th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
 HIST_STRIDE = 4
-
-
-def keep_large_blocks_in_mmap() -> None:
-    """glibc raises its mmap threshold each time a large block is freed, so later activation-sized
-    temporaries come from the heap, where the accumulators' small long-lived tensors pin them and the
-    heap only grows (measured: +1.1 GB on one SmolLM2 batch). Fixing the threshold at glibc's default
-    (128 KiB) keeps large blocks in mmap, returned to the system when freed."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
 
 
 @dataclass(frozen=True)
@@ -76,7 +59,6 @@ def measure(
     if check and not rest:
         raise UsageError(f"--calib-samples {len(first)} leaves no samples to evaluate on; "
                          "lower --calib-samples or raise --samples")
-    keep_large_blocks_in_mmap()
     probe = Probe(model_sites, hist_stride=hist_stride)
     bs = batch_size or estimate_batch_size(model, max(len(x) for x in corpus_ids), with_logits=False)
     adaptive = batch_size is None

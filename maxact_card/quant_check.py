@@ -28,7 +28,7 @@ from .quant import (
     recommendation,
     site_quantizers,
 )
-from .report import QuantReport
+from .report import LINEAR_INPUT_SUFFIXES, QuantReport
 from .sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
 from .stats import BatchContext, RangeAccumulator
 
@@ -178,7 +178,7 @@ class Evaluation:
         site_errors = tuple(acc.to_site_error(name, site_layers[name], fmt) for (name, fmt), acc in self.errors.items())
         base = self.nll[0].result()
         e2e = tuple(end_to_end(fmt, acc.result(), base) for fmt, acc in zip(self.e2e_formats, self.nll[1:]))
-        linear = [e for e in site_errors if e.site.endswith((".in", ".down_in"))]
+        linear = [e for e in site_errors if e.site.endswith(LINEAR_INPUT_SUFFIXES)]
         verdicts = build_verdicts(linear, e2e, peak_abs, site_absmax, nonfinite)
         return QuantReport(
             calib_samples=calib_samples,

@@ -25,6 +25,9 @@ SCHEMA_VERSION = "1.0"
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
 # Reported separately: not part of the residual stream.
 SEPARATE_KINDS = ("mlp.gate", "mlp.down_in", "router")
+# The quant check's sites that are linear-layer inputs (what W8A8 kernels quantize): these decide
+# the verdicts; residual-stream sites are reported beside them.
+LINEAR_INPUT_SUFFIXES = (".in", ".down_in")
 KIND_ORDER = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm")
 
 

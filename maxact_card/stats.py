@@ -1,5 +1,8 @@
 """Streaming statistics of one probe site, kept on the activation's device.
 
+State tensors are allocated once and updated in place: a new small long-lived tensor per batch
+would land between the forward pass's large temporaries on the CPU heap and keep it from shrinking.
+
 `SiteAccumulator.update(x, batch)` reduces one batch of activations [B, T, C] inside the hook:
 per-token (row) reductions first, then tiny tensors; no copy of the activation leaves the device
 and no value is read back to the host except where that is free (CPU tensors). Sums cross rows
@@ -73,9 +76,9 @@ class SiteAccumulator:
             "best_abs": torch.full((), -1.0, dtype=f64, device=dev),
             "best_val": torch.zeros((), dtype=f64, device=dev),
             "best_loc": torch.full((4,), -1, dtype=i64, device=dev),  # sample, pos, token, channel
-            "top_abs": torch.zeros((0,), dtype=f64, device=dev),
-            "top_val": torch.zeros((0,), dtype=f64, device=dev),
-            "top_loc": torch.zeros((0, 4), dtype=i64, device=dev),
+            "top_abs": torch.full((TOP_K,), -1.0, dtype=f64, device=dev),  # -1: empty slot
+            "top_val": torch.zeros((TOP_K,), dtype=f64, device=dev),
+            "top_loc": torch.full((TOP_K, 4), -1, dtype=i64, device=dev),
             "hist": torch.zeros(HIST_BINS, dtype=f64, device=dev),
             "hist_total": torch.zeros((), dtype=f64, device=dev),
             "massive": torch.zeros((), dtype=i64, device=dev),
@@ -107,8 +110,8 @@ class SiteAccumulator:
             rmin = rmin.masked_fill(~valid, math.inf)
             finite_rows = valid.to(torch.int64) * C
         st["count"] += finite_rows.sum()
-        st["max"] = torch.maximum(st["max"], rmax.max().double())
-        st["min"] = torch.minimum(st["min"], rmin.min().double())
+        torch.maximum(st["max"], rmax.max().double(), out=st["max"])
+        torch.minimum(st["min"], rmin.min().double(), out=st["min"])
         vf = valid.to(torch.float64)
         st["sum"] += (x.sum(-1).double() * vf).sum()
         st["sumsq"] += ((x * x).sum(-1).double() * vf).sum()
@@ -121,7 +124,7 @@ class SiteAccumulator:
         self._hist(st, a, valid if not exact else None, ok if exact else None)
         self._massive(st, a, rabs)
         if self.channel_absmax:
-            st["chan"] = torch.maximum(st["chan"], (a * valid[..., None]).amax((0, 1)).double())
+            torch.maximum(st["chan"], (a * valid[..., None]).amax((0, 1)).double(), out=st["chan"])
         self.calls += 1
 
     # -- pieces of update ----------------------------------------------------------------------------
@@ -140,8 +143,8 @@ class SiteAccumulator:
         c = bad[b, t].to(torch.int64).argmax()
         loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c])
         better = kmin < st["nonfinite_key"]
-        st["nonfinite_loc"] = torch.where(better, loc, st["nonfinite_loc"])
-        st["nonfinite_key"] = torch.minimum(st["nonfinite_key"], kmin)
+        st["nonfinite_loc"].copy_(torch.where(better, loc, st["nonfinite_loc"]))
+        torch.minimum(st["nonfinite_key"], kmin, out=st["nonfinite_key"])
 
     def _absmax(self, st: dict, x: torch.Tensor, a: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
         B, T, C = x.shape
@@ -157,9 +160,9 @@ class SiteAccumulator:
         best = best.double()
         old_key = _loc_key(st["best_loc"][0], st["best_loc"][1])
         better = (best > st["best_abs"]) | ((best == st["best_abs"]) & (kmin < old_key))
-        st["best_abs"] = torch.where(better, best, st["best_abs"])
-        st["best_val"] = torch.where(better, val, st["best_val"])
-        st["best_loc"] = torch.where(better, loc, st["best_loc"])
+        st["best_val"].copy_(torch.where(better, val, st["best_val"]))
+        st["best_loc"].copy_(torch.where(better, loc, st["best_loc"]))
+        st["best_abs"].copy_(torch.where(better, best, st["best_abs"]))
 
     def _top(self, st: dict, x: torch.Tensor, a: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
         """Top-k |a| elements: they can only sit in the k rows with the largest row max."""
@@ -184,9 +187,9 @@ class SiteAccumulator:
         for key in (allloc[:, 3], allloc[:, 1], allloc[:, 0]):
             order = order[torch.sort(key[order], stable=True).indices]
         order = order[torch.sort(-allabs[order], stable=True).indices][:TOP_K]
-        st["top_abs"] = allabs[order]
-        st["top_val"] = allsigned[order]
-        st["top_loc"] = allloc[order]
+        st["top_abs"].copy_(allabs[order])
+        st["top_val"].copy_(allsigned[order])
+        st["top_loc"].copy_(allloc[order])
 
     def _hist(self, st: dict, a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[torch.Tensor]) -> None:
         """Log-histogram of |a| over every `hist_stride`-th token row (offset cycling per batch)."""
@@ -200,7 +203,11 @@ class SiteAccumulator:
         flat = a.reshape(B * T, C)
         cand = rabs.reshape(-1) > MASSIVE_ABS
         if a.device.type == "cpu":  # only rows that can hold one; free to ask on the CPU
-            flat = flat[cand]
+            flat, rmax = flat[cand], rabs.reshape(-1)[cand]
+            # A row whose median is already >= max/1000 holds none: fewer than (C-1)//2 + 1 of its
+            # values lie below max/1000. One comparison settles most rows; the rest get a median.
+            below = (flat < (rmax / MASSIVE_RATIO)[:, None]).sum(-1)
+            flat = flat[below > (C - 1) // 2]
             if flat.shape[0] == 0:
                 return
             weight = None
@@ -297,7 +304,9 @@ class RangeAccumulator:
         if self.absmax is None:
             self.absmax, self.hist, self.total = m, h, n
         else:
-            self.absmax, self.hist, self.total = torch.maximum(self.absmax, m), self.hist + h, self.total + n
+            torch.maximum(self.absmax, m, out=self.absmax)
+            self.hist += h
+            self.total += n
 
     def quantiles(self, quantiles: dict[str, float]) -> dict[str, float]:
         return histogram_quantiles(self.hist.cpu(), float(self.total), quantiles)

