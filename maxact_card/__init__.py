@@ -18,7 +18,7 @@ def audit(model: str, **options: Any) -> "Report":
     Keyword options are the fields of :class:`maxact_card.options.AuditOptions`
     (samples, max_seq_len, dtype, device, corpus, ...); the CLI calls the same function.
     """
-    from .audit import run_audit
+    from .pipeline import run_audit
     from .options import AuditOptions
 
     return run_audit(AuditOptions(model=model, **options))

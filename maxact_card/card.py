@@ -40,13 +40,16 @@ _KEY_LINE = re.compile(r"""^(?:activation_range|"activation_range"|'activation_r
 
 # -- metadata --------------------------------------------------------------------------------------
 def settings_key(report: Report) -> str:
-    """What makes two audits comparable: same commit, corpus, sample count, length, dtype, tool major.
+    """What makes two audits comparable: same weights, corpus, sample count, length, dtype, tool major.
 
-    A card that already carries this key for the audited revision needs no new pull request.
+    The weights are named by their fingerprint when the Hub gave one (so a commit that only
+    changed the card, such as the merge of this tool's pull request, is the same checkpoint), else
+    by the commit sha. A card that already carries this key needs no new pull request.
     """
     major = str(report.tool_version).split(".")[0]
+    weights = f"weights={report.model.weights}" if report.model.weights else f"rev={report.model.revision or 'local'}"
     return (
-        f"rev={report.model.revision or 'local'};corpus={report.corpus.fingerprint};"
+        f"{weights};corpus={report.corpus.fingerprint};"
         f"samples={report.corpus.samples};max_seq_len={report.corpus.max_seq_len};"
         f"dtype={report.model.dtype};tool={major}"
     )

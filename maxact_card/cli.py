@@ -114,7 +114,7 @@ def audit(model: str, **kw: Any) -> None:
 
     Writes <output-dir>/maxact_report.json and prints a summary.
     """
-    from .audit import default_output_dir, run_audit
+    from .pipeline import default_output_dir, run_audit
     from .options import AuditOptions
     from .summary import summary
 

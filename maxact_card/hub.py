@@ -12,6 +12,7 @@ The endpoint is `endpoint=`, else HF_ENDPOINT (read by `huggingface_hub` when it
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib
 import json
 import re
@@ -72,7 +73,9 @@ class ModelSnapshot:
     `path` is the local snapshot directory (the Hub cache's `snapshots/<sha>`), holding config,
     tokenizer files and the chosen weights. `weight_format` is "safetensors", "bin" or "gguf";
     for "gguf", `gguf_file` is the file's path relative to `path` (what `from_pretrained(path,
-    gguf_file=...)` takes), else None.
+    gguf_file=...)` takes), else None. `weights` fingerprints the weight files by their Hub blob
+    ids ("sha256:<hex>"): it stays the same across commits that leave the weights alone (a card
+    update, say); None when the Hub does not list blob ids.
     """
 
     path: Path
@@ -80,6 +83,7 @@ class ModelSnapshot:
     weight_format: str
     weight_files: tuple[str, ...]
     gguf_file: str | None = None
+    weights: str | None = None
 
     @property
     def gguf_path(self) -> Path | None:
@@ -103,6 +107,17 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     from fnmatch import fnmatchcase
 
     return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _weights_fingerprint(files: list[Any]) -> str | None:
+    """sha256 over (name, content id) of the weight files; None when a content id is missing."""
+    lines = []
+    for f in sorted(files, key=lambda f: f.rfilename):
+        oid = f.lfs.sha256 if f.lfs is not None else f.blob_id
+        if not oid:
+            return None
+        lines.append(f"{f.rfilename} {oid}\n")
+    return "sha256:" + hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def _gguf_rank(name: str) -> tuple[int, str]:
@@ -156,9 +171,10 @@ class Hub:
         checkpoints, other formats) is requested. Raises NoWeightsError when there are none.
         """
         with self._errors(repo_id, revision=sha):
-            info = self._api.model_info(repo_id, revision=sha, timeout=_INFO_TIMEOUT)
+            info = self._api.model_info(repo_id, revision=sha, timeout=_INFO_TIMEOUT, files_metadata=True)
         commit = info.sha or sha
-        names = sorted(s.rfilename for s in info.siblings or [])
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        names = sorted(siblings)
         fmt, weights, chosen_gguf = self._pick_weights(repo_id, commit, names, gguf_file)
         support = [n for n in names if "/" not in n and _matches(n, _SUPPORT_PATTERNS)]
         wanted = sorted(set(support) | set(weights))
@@ -174,7 +190,8 @@ class Hub:
                 library_name=_LIBRARY,
                 library_version=__version__,
             )
-        return ModelSnapshot(Path(local), commit, fmt, tuple(weights), chosen_gguf)
+        return ModelSnapshot(Path(local), commit, fmt, tuple(weights), chosen_gguf,
+                             _weights_fingerprint([siblings[n] for n in weights]))
 
     def download_dataset_file(self, repo_id: str, path_in_repo: str, revision: str | None = None) -> Path:
         """One file of a dataset repo, from the local cache when it is already there."""

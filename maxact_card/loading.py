@@ -21,6 +21,7 @@ class Source:
     path: Path  # the directory holding config/tokenizer/weights
     gguf_file: Optional[str]
     revision: Optional[str]
+    weights: Optional[str] = None  # fingerprint of the weight files (Hub snapshots), see hub.ModelSnapshot
 
 
 @dataclass
@@ -47,17 +48,18 @@ def local_source(spec: str) -> Source:
     return dir_source(spec, path, None)
 
 
-def dir_source(model_id: str, path: Path, revision: Optional[str], gguf_file: Optional[str] = None) -> Source:
+def dir_source(model_id: str, path: Path, revision: Optional[str], gguf_file: Optional[str] = None,
+               weights: Optional[str] = None) -> Source:
     if gguf_file:
-        return Source(model_id, "gguf", path, gguf_file, revision)
+        return Source(model_id, "gguf", path, gguf_file, revision, weights)
     if not (path / "config.json").is_file():
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         if len(ggufs) == 1:
-            return Source(model_id, "gguf", path, ggufs[0], revision)
+            return Source(model_id, "gguf", path, ggufs[0], revision, weights)
         raise ModelNotFoundError(f"{model_id} has no config.json; pass a transformers checkpoint directory or a .gguf file")
     if not any(next(path.glob(p), None) is not None for p in WEIGHT_PATTERNS):
         raise NoWeightsError(f"{model_id} has a config.json but no weight files (*.safetensors, *.bin); save the weights next to it")
-    return Source(model_id, "hub" if revision else "dir", path, None, revision)
+    return Source(model_id, "hub" if revision else "dir", path, None, revision, weights)
 
 
 def check_remote_code(source: Source, trust_remote_code: bool) -> None:
@@ -92,7 +94,6 @@ def pick_device(device: str) -> str:
 
 def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool,
          progress: bool = True) -> Loaded:
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from .errors import OutputError, ReportError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
@@ -123,6 +123,9 @@ class ModelRecord:
     dtype: str
     device: str
     gguf_file: Optional[str]
+    # Fingerprint of the weight files of a Hub checkpoint ("sha256:..."), the same for every commit
+    # that leaves the weights alone; None for local checkpoints. Added in schema 1.1.
+    weights: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,9 @@ def _from_plain(tp: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise TypeError(f"expected an object for {tp.__name__}")
         hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _from_plain(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)})
+        missing = dataclasses.MISSING
+        return tp(**{f.name: _from_plain(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)
+                     if f.name in value or f.default is missing})  # older minor schemas lack defaulted fields
     if origin is tuple:
         return tuple(_from_plain(args[0], v) for v in value)
     if origin is dict:
@@ -346,6 +351,7 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
         "tool": "maxact-card",
         "tool_version": report.tool_version,
         "revision": report.model.revision or "",
+        "weights": report.model.weights or "",
         "dtype": report.model.dtype,
         "max_abs_activation": _f(peak.abs) if peak else None,
         "max_activation_site": peak.site if peak else "",

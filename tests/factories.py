@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from maxact_card.report import (
     HEADLINE_KINDS,
+    SCHEMA_VERSION,
     ChannelMax,
     CorpusRecord,
     EndToEnd,
@@ -169,7 +170,7 @@ def make_report(*, scale: float = 1.0, with_quant: bool = True, **overrides: Any
     sites = make_sites(scale)
     peak = _peak(sites)
     report = Report(
-        schema_version="1.0",
+        schema_version=SCHEMA_VERSION,
         tool_version="0.1.0",
         created="2026-05-20T12:34:56+00:00",
         command=f"maxact-card audit acme/tiny-moe-4l --revision {REVISION} --samples 256 --dtype bfloat16",

@@ -1,4 +1,4 @@
-"""The card section, the README merge, the figure and the publish flows (against a fake Hub)."""
+"""The card section, the README merge, the figure and the publish flows (against the test Hub)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from factories import REVISION, make_report
 from maxact_card import card, plot, publish
-from maxact_card.errors import UsageError
+from maxact_card.errors import ReportError, UsageError
 from maxact_card.report import Report
 
 # The front-matter block as huggingface_hub finds it (repocard.REGEX_YAML_BLOCK).
@@ -205,6 +205,23 @@ def test_settings_key_changes_with_each_setting():
     ):
         assert card.settings_key(changed) != key
     assert card.settings_key(dataclasses.replace(base, tool_version="0.2.0", created="later")) == key
+    # With a weights fingerprint, the commit no longer matters; the fingerprint does.
+    fp = dataclasses.replace(base, model=dataclasses.replace(base.model, weights="sha256:" + "ab" * 32))
+    other_commit = dataclasses.replace(fp, model=dataclasses.replace(fp.model, revision="0" * 40))
+    other_weights = dataclasses.replace(fp, model=dataclasses.replace(fp.model, weights="sha256:" + "cd" * 32))
+    assert card.settings_key(other_commit) == card.settings_key(fp) != card.settings_key(other_weights)
+
+
+def test_a_schema_1_0_report_without_a_weights_fingerprint_still_loads():
+    report = make_report()
+    data = report.to_dict()
+    data["schema_version"] = "1.0"
+    del data["model"]["weights"]
+    old = Report.from_dict(data)
+    assert old.model.weights is None and old.model.revision == report.model.revision and old.peak == report.peak
+    del data["model"]["dtype"]  # a field without a default is still required
+    with pytest.raises(ReportError, match="malformed report"):
+        Report.from_dict(data)
 
 
 def test_extract_metadata():
@@ -500,117 +517,6 @@ def test_render_readme():
     assert text.endswith(card.END_MARKER + "\n") and "# Hi\n\n" + card.BEGIN_MARKER in text
 
 
-# -- publish: pull requests against a fake Hub -------------------------------------------------------
-class FakeHub:
-    def __init__(self, readme: Optional[str] = None, pr: Optional[int] = None, pr_readme: Optional[str] = None):
-        self.readme = readme
-        self.pr = pr
-        self.pr_readme = pr_readme
-        self.calls: list[tuple] = []
-
-    def whoami(self) -> str:
-        self.calls.append(("whoami",))
-        return "alice"
-
-    def read_text(self, repo_id, path_in_repo, revision):
-        self.calls.append(("read_text", repo_id, path_in_repo, revision))
-        return self.readme
-
-    def find_open_pr(self, repo_id, *, author, title):
-        self.calls.append(("find_open_pr", repo_id, author, title))
-        return self.pr
-
-    def pr_head_text(self, repo_id, pr_num, path_in_repo):
-        self.calls.append(("pr_head_text", repo_id, pr_num, path_in_repo))
-        return self.pr_readme
-
-    def commit(self, repo_id, files, *, message, description, parent_sha=None, pr_num=None, create_pr=False):
-        self.calls.append(("commit", repo_id, files, message, description, parent_sha, pr_num, create_pr))
-        num = pr_num if pr_num is not None else 7
-        return f"https://hub.test/{repo_id}/discussions/{num}", num
-
-    def commits(self) -> list[tuple]:
-        return [c for c in self.calls if c[0] == "commit"]
-
-
-def test_open_pr_opens_a_new_pull_request():
-    report = make_report()
-    hub = FakeHub(readme="---\nlicense: mit\n---\n# Card\n")
-    lines: list[str] = []
-    result = publish.open_pr(report, hub, "acme/tiny-moe-4l", echo=lines.append)
-    assert result.action == "opened" and result.pr_num == 7
-    assert result.url == "https://hub.test/acme/tiny-moe-4l/discussions/7"
-    assert hub.calls[0] == ("read_text", "acme/tiny-moe-4l", "README.md", REVISION)
-    (_, repo, files, message, description, parent, pr_num, create_pr) = hub.commits()[0]
-    assert message == publish.PR_TITLE == "Add activation range (maxact-card)"
-    assert parent == REVISION and pr_num is None and create_pr is True
-    assert sorted(files) == ["README.md", "maxact_layers.png", "maxact_report.json"]
-    assert files["README.md"].decode("utf-8") == publish.render_readme(report, hub.readme)
-    assert files["maxact_layers.png"] == plot.render_png(report)
-    assert Report.from_json(files["maxact_report.json"].decode("utf-8")) == report
-    assert description == card.render_pr_description(report)
-    assert "+license: mit" not in result.diff and "+activation_range:" in result.diff
-    assert any("opened" in line for line in lines)
-
-
-def test_open_pr_without_readme_creates_one():
-    hub = FakeHub(readme=None)
-    result = publish.open_pr(make_report(), hub, "acme/x", echo=lambda s: None)
-    assert result.action == "opened"
-    assert hub.commits()[0][2]["README.md"].decode().startswith("---\nactivation_range:\n")
-
-
-def test_open_pr_is_a_no_op_when_the_card_already_has_these_settings():
-    report = make_report()
-    current = publish.render_readme(report, "# Card\n")
-    hub = FakeHub(readme=current)
-    lines: list[str] = []
-    result = publish.open_pr(report, hub, "acme/x", echo=lines.append)
-    assert result.action == "unchanged" and not hub.commits()
-    assert "already" in lines[0]
-    # A newer measurement with different numbers but the same settings is still "unchanged".
-    assert publish.open_pr(make_report(scale=2.0), hub, "acme/x", echo=lambda s: None).action == "unchanged"
-    forced = publish.open_pr(report, hub, "acme/x", force=True, echo=lambda s: None)
-    assert forced.action == "opened" and len(hub.commits()) == 1
-
-
-def test_open_pr_updates_the_users_open_pull_request():
-    report = make_report()
-    hub = FakeHub(readme="# Card\n", pr=12, pr_readme=publish.render_readme(make_report(tool_version="1.0.0"), "# Card\n"))
-    result = publish.open_pr(report, hub, "acme/x", echo=lambda s: None)
-    assert result.action == "updated" and result.pr_num == 12
-    assert ("find_open_pr", "acme/x", "alice", publish.PR_TITLE) in hub.calls
-    commit = hub.commits()[0]
-    assert commit[6] == 12 and commit[7] is False
-
-
-def test_open_pr_leaves_an_up_to_date_pull_request_alone():
-    report = make_report()
-    hub = FakeHub(readme="# Card\n", pr=12, pr_readme=publish.render_readme(report, "# Card\n"))
-    result = publish.open_pr(report, hub, "acme/x", echo=lambda s: None)
-    assert result.action == "unchanged" and result.pr_num == 12 and not hub.commits()
-    assert publish.open_pr(report, hub, "acme/x", force=True, echo=lambda s: None).action == "updated"
-
-
-def test_open_pr_dry_run_touches_nothing():
-    report = make_report()
-    hub = FakeHub(readme="---\nlicense: mit\n---\n# Card\n")
-    lines: list[str] = []
-    result = publish.open_pr(report, hub, "acme/x", dry_run=True, echo=lines.append)
-    assert result.action == "dry-run" and result.url is None and not hub.commits()
-    assert result.files == ("README.md", "maxact_layers.png", "maxact_report.json")
-    assert result.diff.startswith("--- a/README.md\n+++ b/README.md\n")
-    assert " license: mit\n" in result.diff and "+activation_range:\n" in result.diff
-    assert "\n".join(lines).count("+++ b/README.md") == 1
-
-
-def test_open_pr_needs_a_hub_revision():
-    report = make_report()
-    local = dataclasses.replace(report, model=dataclasses.replace(report.model, revision=None, source="local"))
-    with pytest.raises(UsageError, match="no Hub revision"):
-        publish.open_pr(local, FakeHub(), "acme/x", echo=lambda s: None)
-
-
 # -- publish: pull requests against the Hub test server ----------------------------------------------
 def _hub_repo(hub, readme: bytes) -> tuple[Report, object]:
     from maxact_card.hub import Hub
@@ -625,6 +531,86 @@ def _hub_repo(hub, readme: bytes) -> tuple[Report, object]:
 
 def _quiet(line: str) -> None:
     pass
+
+
+def test_open_pr_opens_a_new_pull_request_with_the_three_files(hub):
+    original = "---\nlicense: mit\n---\n# Card\n"
+    report, client = _hub_repo(hub, original.encode("utf-8"))
+    lines: list[str] = []
+    result = publish.open_pr(report, client, "alice/tiny", echo=lines.append)
+    assert result.action == "opened" and result.pr_num == 1
+    assert result.url == f"{hub.url}/alice/tiny/discussions/1"
+    head = hub.commit_info("alice/tiny", hub.head("alice/tiny", "refs/pr/1"))
+    assert head.parent == report.model.revision and head.message == publish.PR_TITLE
+    assert head.description == card.render_pr_description(report)
+    assert sorted(set(head.files) - {"config.json"}) == ["README.md", "maxact_layers.png", "maxact_report.json"]
+    assert "+license: mit" not in result.diff and "+activation_range:" in result.diff
+    assert any("opened" in line for line in lines)
+
+
+def test_open_pr_without_readme_creates_one(hub):
+    hub.add_token("hf_alice_write", user="alice", role="write")
+    sha = hub.create_repo("alice/bare", {"config.json": b"{}"})
+    report = make_report()
+    report = dataclasses.replace(report, model=dataclasses.replace(report.model, id="alice/bare", revision=sha))
+    from maxact_card.hub import Hub
+
+    result = publish.open_pr(report, Hub(token="hf_alice_write"), "alice/bare", echo=_quiet)
+    assert result.action == "opened"
+    assert hub.files_at("alice/bare", "refs/pr/1")["README.md"].startswith(b"---\nactivation_range:\n")
+
+
+def test_open_pr_is_a_no_op_when_the_card_already_has_these_settings(hub):
+    """The audited commit is the merge of an earlier card PR: other sha, same weights, same settings."""
+    audited, client = _hub_repo(hub, b"# Card\n")
+    audited = dataclasses.replace(audited, model=dataclasses.replace(audited.model, weights="sha256:" + "ab" * 32))
+    merged = hub.add_commit("alice/tiny", {"README.md": publish.render_readme(audited, "# Card\n").encode("utf-8")})
+    report = dataclasses.replace(audited, model=dataclasses.replace(audited.model, revision=merged))
+    lines: list[str] = []
+    result = publish.open_pr(report, client, "alice/tiny", echo=lines.append)
+    assert result.action == "unchanged" and hub.pull_requests("alice/tiny") == []
+    assert "already" in lines[0]
+    # A newer measurement with different numbers but the same settings is still "unchanged".
+    newer = make_report(scale=2.0, model=report.model)
+    assert publish.open_pr(newer, client, "alice/tiny", echo=_quiet).action == "unchanged"
+    # Other weights are another checkpoint, whatever the settings.
+    other = dataclasses.replace(report, model=dataclasses.replace(report.model, weights="sha256:" + "cd" * 32))
+    assert publish.open_pr(other, client, "alice/tiny", dry_run=True, echo=_quiet).action == "dry-run"
+    forced = publish.open_pr(report, client, "alice/tiny", force=True, echo=_quiet)
+    assert forced.action == "opened" and len(hub.pull_requests("alice/tiny")) == 1
+
+
+def test_open_pr_leaves_an_up_to_date_pull_request_alone_unless_forced(hub):
+    report, client = _hub_repo(hub, b"# Card\n")
+    assert publish.open_pr(report, client, "alice/tiny", echo=_quiet).action == "opened"
+    head = hub.head("alice/tiny", "refs/pr/1")
+    again = publish.open_pr(report, client, "alice/tiny", echo=_quiet)
+    assert again.action == "unchanged" and again.pr_num == 1 and hub.head("alice/tiny", "refs/pr/1") == head
+    forced = publish.open_pr(dataclasses.replace(report, created="2026-06-01T00:00:00+00:00"), client,
+                             "alice/tiny", force=True, echo=_quiet)
+    assert forced.action == "updated" and forced.pr_num == 1 and hub.head("alice/tiny", "refs/pr/1") != head
+
+
+def test_open_pr_dry_run_touches_nothing(hub):
+    report, client = _hub_repo(hub, b"---\nlicense: mit\n---\n# Card\n")
+    commits = {sha for sha in hub.repo("alice/tiny").commits}
+    lines: list[str] = []
+    result = publish.open_pr(report, client, "alice/tiny", dry_run=True, echo=lines.append)
+    assert result.action == "dry-run" and result.url is None
+    assert set(hub.repo("alice/tiny").commits) == commits and hub.pull_requests("alice/tiny") == []
+    assert result.files == ("README.md", "maxact_layers.png", "maxact_report.json")
+    assert result.diff.startswith("--- a/README.md\n+++ b/README.md\n")
+    assert " license: mit\n" in result.diff and "+activation_range:\n" in result.diff
+    assert "\n".join(lines).count("+++ b/README.md") == 1
+
+
+def test_open_pr_needs_a_hub_revision():
+    from maxact_card.hub import Hub
+
+    report = make_report()
+    local = dataclasses.replace(report, model=dataclasses.replace(report.model, revision=None, source="local"))
+    with pytest.raises(UsageError, match="no Hub revision"):
+        publish.open_pr(local, Hub(token="unused"), "acme/x", echo=lambda s: None)
 
 
 def test_open_pr_end_to_end_with_the_hub_test_server(hub):

@@ -20,6 +20,7 @@ from maxact_card.card import BEGIN_MARKER, END_MARKER, extract_metadata, fmt_num
 from maxact_card.cli import cli
 from maxact_card.report import HEADLINE_KINDS, Report
 from maxact_card.summary import fmt
+from cli_helpers import assert_one_line_error, invoke
 from models import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,33 +29,12 @@ TOKEN = "secret123"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def invoke(args: list[str], env: dict | None = None):
-    """Run the CLI in this process, with sys.argv as the console script would see it."""
-    saved = sys.argv
-    sys.argv = ["maxact-card", *args]
-    try:
-        return CliRunner().invoke(cli, args, env=env)
-    finally:
-        sys.argv = saved
-
 
 def run_module(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "maxact_card", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
 
-
-def assert_one_line_error(result, *needles: str) -> str:
-    """Exit code != 0, no traceback, and exactly one `Error: ...` line, the last line on stderr."""
-    assert result.exit_code not in (0, None), result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def files_under(path: Path) -> set[str]:
@@ -245,12 +225,12 @@ def test_one_line_errors_and_no_partial_output(case: str, tiny_dir: Path, tmp_pa
 
 
 def test_interrupt_is_one_line_with_exit_code_130(tiny_dir: Path, tmp_path: Path, monkeypatch):
-    import maxact_card.audit
+    import maxact_card.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(maxact_card.audit, "run_audit", interrupted)
+    monkeypatch.setattr(maxact_card.pipeline, "run_audit", interrupted)
     result = invoke(["audit", str(tiny_dir), *SMALL, "-o", str(tmp_path / "out")])
     assert_one_line_error(result, "interrupted; nothing was written")
     assert result.exit_code == 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -127,7 +128,7 @@ def test_download_model_fetches_only_what_loading_needs(tokens):
     before = len(tokens.requests)
     again = Hub(token=WRITE).download_model("alice/sharded", sha)
     assert again == snap
-    assert [p for _, p in tokens.requests[before:]] == [f"/api/models/alice/sharded/revision/{sha}"]
+    assert [p for _, p in tokens.requests[before:]] == [f"/api/models/alice/sharded/revision/{sha}?blobs=true"]
 
 
 def test_download_model_single_safetensors_and_bin_fallback(hub):
@@ -142,6 +143,19 @@ def test_download_model_single_safetensors_and_bin_fallback(hub):
     assert (snap.weight_format, snap.weight_files) == ("bin", ("pytorch_model.bin",))
     assert hub.requested_files("alice/bin") == set(SUPPORT) | {"pytorch_model.bin"}
     assert (snap.path / "pytorch_model.bin").read_bytes() == b"b" * 10
+
+
+def test_download_model_fingerprints_the_weights_not_the_commit(hub):
+    weights = b"w" * 10
+    sha = hub.create_repo("alice/fp", {**SUPPORT, "model.safetensors": weights, **NOISE})
+    first = Hub().download_model("alice/fp", sha)
+    # By hand: sha256 over "name content-id" lines; the content id of an LFS file is its sha256.
+    line = f"model.safetensors {hashlib.sha256(weights).hexdigest()}\n"
+    assert first.weights == "sha256:" + hashlib.sha256(line.encode()).hexdigest()
+    card_only = hub.add_commit("alice/fp", {"README.md": b"# new card\n"})
+    assert Hub().download_model("alice/fp", card_only).weights == first.weights
+    new_weights = hub.add_commit("alice/fp", {"model.safetensors": b"v" * 10})
+    assert Hub().download_model("alice/fp", new_weights).weights not in (None, first.weights)
 
 
 def test_download_model_sharded_bin(hub):

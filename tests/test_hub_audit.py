@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from maxact_card.cli import cli
 from maxact_card.report import Report
+from cli_helpers import assert_one_line_error, invoke
 from models import save_tiny
 
 REPO = "org/tiny-llama"
@@ -24,26 +22,6 @@ EXTRAS = {
 }
 
 
-def invoke(args: list[str], env: dict | None = None):
-    """Run the CLI in this process, with sys.argv as the console script would see it."""
-    saved = sys.argv
-    sys.argv = ["maxact-card", *args]
-    try:
-        return CliRunner().invoke(cli, args, env={"HF_TOKEN": None, **(env or {})})
-    finally:
-        sys.argv = saved
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code not in (0, None), result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from maxact_card.card import BEGIN_MARKER, END_MARKER, extract_metadata, render_pr_description, render_readme
-from maxact_card.cli import cli
 from maxact_card.publish import PR_TITLE
 from maxact_card.report import Report
+from cli_helpers import assert_one_line_error, invoke
 from models import save_tiny
 
 REPO = "org/tiny-llama"
@@ -36,26 +34,6 @@ AUTHOR_README = (
 )
 
 
-def invoke(args: list[str], env: dict | None = None):
-    """Run the CLI in this process, with sys.argv as the console script would see it."""
-    saved = sys.argv
-    sys.argv = ["maxact-card", *args]
-    try:
-        return CliRunner().invoke(cli, args, env={"HF_TOKEN": None, **(env or {})})
-    finally:
-        sys.argv = saved
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code not in (0, None), result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +100,8 @@ def test_first_run_opens_a_pull_request_with_the_card(hub, repo: str, tmp_path: 
     assert readme[readme.index("---\n", 4) + 4:].startswith(body)
     assert BEGIN_MARKER in readme and readme.rstrip("\n").endswith(END_MARKER)
     meta = extract_metadata(readme)
-    assert meta["settings_key"].startswith(f"rev={repo};") and "samples=8;" in meta["settings_key"]
+    assert meta["settings_key"].startswith(f"weights={report.model.weights};") and "samples=8;" in meta["settings_key"]
+    assert report.model.weights.startswith("sha256:")
     assert head.message == PR_TITLE and head.description == render_pr_description(report)
 
 
@@ -157,6 +136,25 @@ def test_reruns_update_the_same_pull_request_or_do_nothing(hub, repo: str, tmp_p
     assert result.exit_code == 0, result.output
     after = pr_commits(hub)
     assert len(after) == 3 and after[1:] == commits and len(hub.pull_requests(REPO)) == 1
+
+
+def test_after_the_pull_request_is_merged_a_rerun_on_main_does_nothing(hub, repo: str, tmp_path: Path):
+    assert audit_pr(tmp_path, "run1").exit_code == 0
+    merged = hub.add_commit(REPO, hub.files_at(REPO, "refs/pr/1"), message="Merge pull request #1")
+    with hub.lock:
+        hub.repo(REPO).discussions[0].status = "merged"
+    result = audit_pr(tmp_path, "release")  # main, now the merge commit: another sha, the same weights
+    assert result.exit_code == 0, result.output
+    assert f"{REPO}@{merged[:12]} already carries an activation range for these settings" in result.output
+    assert len(hub.pull_requests(REPO)) == 1 and hub.head(REPO) == merged
+    # New weights on main are a new checkpoint: a new pull request.
+    from hubserver import read_dir
+
+    changed = read_dir(save_tiny(tmp_path / "retrained", seed=1))
+    hub.add_commit(REPO, {k: v for k, v in changed.items() if k.endswith(".safetensors")}, message="retrain")
+    result = audit_pr(tmp_path, "retrained-run")
+    assert result.exit_code == 0, result.output
+    assert [p.num for p in hub.pull_requests(REPO)] == [1, 2]
 
 
 def test_token_from_the_environment(hub, repo: str, tmp_path: Path):

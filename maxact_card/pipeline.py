@@ -44,7 +44,7 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
     hub = hub_factory()
     sha = hub.resolve_revision(o.model, o.revision)
     snap = hub.download_model(o.model, sha)
-    return dir_source(o.model, snap.path, sha, snap.gguf_file)
+    return dir_source(o.model, snap.path, sha, snap.gguf_file, snap.weights)
 
 
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
@@ -101,6 +101,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         dtype=loaded.dtype,
         device=loaded.device,
         gguf_file=source.gguf_file,
+        weights=source.weights,
     )
     peak = peak_of(out.sites)
     from .quant import fp16_safe, headroom
