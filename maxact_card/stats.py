@@ -131,7 +131,7 @@ class SiteAccumulator:
     def _nonfinite(self, st: dict, ok: torch.Tensor, valid: torch.Tensor, ctx: BatchContext) -> None:
         bad = ~ok & valid[..., None]
         st["nonfinite"] += bad.sum()
-        B, T, C = bad.shape
+        T = bad.shape[1]
         # earliest (sample, position, channel) holding a non-finite value
         pos = torch.arange(T, device=bad.device)
         key = _loc_key(ctx.sample_index[:, None], pos[None, :])  # [B, T]
@@ -139,24 +139,22 @@ class SiteAccumulator:
         kmin = torch.where(row_bad, key, 2**62).amin()
         hit = row_bad & (key == kmin)
         flat = hit.reshape(-1).to(torch.int64).argmax()
-        b, t = flat // T, flat % T
-        c = bad[b, t].to(torch.int64).argmax()
-        loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c])
+        c = _row(bad, flat).to(torch.int64).argmax()
+        loc = _location(ctx, flat, T, c)
         better = kmin < st["nonfinite_key"]
         st["nonfinite_loc"].copy_(torch.where(better, loc, st["nonfinite_loc"]))
         torch.minimum(st["nonfinite_key"], kmin, out=st["nonfinite_key"])
 
     def _absmax(self, st: dict, x: torch.Tensor, a: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
-        B, T, C = x.shape
+        T = x.shape[1]
         pos = torch.arange(T, device=x.device)
         key = _loc_key(ctx.sample_index[:, None], pos[None, :])
         best = rabs.max()
         kmin = torch.where(rabs == best, key, 2**62).amin()  # ties: the earliest sample and position
         flat = (key == kmin).reshape(-1).to(torch.int64).argmax()
-        b, t = flat // T, flat % T
-        c = a[b, t].argmax()
-        val = x[b, t, c].double()
-        loc = torch.stack([ctx.sample_index[b], t, ctx.input_ids[b, t], c])
+        c = _row(a, flat).argmax()
+        val = _row(x, flat).gather(0, c.reshape(1))[0].double()
+        loc = _location(ctx, flat, T, c)
         best = best.double()
         old_key = _loc_key(st["best_loc"][0], st["best_loc"][1])
         better = (best > st["best_abs"]) | ((best == st["best_abs"]) & (kmin < old_key))
@@ -269,6 +267,18 @@ class SiteAccumulator:
         )
 
 
+def _row(x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Row `flat` (a 0-d index tensor into B*T) of x [B, T, C], without reading the index on the host."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, flat.reshape(1))[0]
+
+
+def _location(ctx: BatchContext, flat: torch.Tensor, T: int, channel: torch.Tensor) -> torch.Tensor:
+    """[sample, position, token id, channel] of row `flat` of the batch, as a device tensor."""
+    sample = ctx.sample_index.index_select(0, (flat // T).reshape(1))[0]
+    token = ctx.input_ids.reshape(-1).index_select(0, flat.reshape(1))[0]
+    return torch.stack([sample, flat % T, token, channel])
+
+
 def log_histogram(a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[torch.Tensor], stride: int = 1,
                   offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts per log bin, number of elements counted) of |a| [B, T, C] over every `stride`-th
@@ -282,7 +292,8 @@ def log_histogram(a: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional[t
         vrows = valid.reshape(B * T)[offset::stride]
         keep = vrows[:, None]
         n = vrows.sum() * C
-    logs = rows.log2().masked_fill_(~keep, -math.inf)
+    # float32: bf16/fp16 logs are coarser than a bin, and CUDA has no histc for bf16.
+    logs = rows.float().log2().masked_fill_(~keep, -math.inf)
     return torch.histc(logs, bins=HIST_BINS, min=HIST_LO, max=HIST_HI).double(), n.double()
 
 

@@ -788,13 +788,27 @@ class _Server(ThreadingHTTPServer):
         self.cdn_url = ""
 
 
+def _cdn_host(hub_host: str) -> str:
+    """Another loopback address for the CDN where the system has one (Linux: all of 127/8), so that
+    the CDN is another host, as on the Hub: clients that follow same-host redirects for file
+    metadata (huggingface_hub 1.x) must stop at the Hub's redirect, which carries X-Repo-Commit."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.2", 0))
+        return "127.0.0.2"
+    except OSError:
+        return hub_host
+
+
 class HubServer:
     """The Hub API on 127.0.0.1:`port` (0: any free port) plus a CDN origin for LFS files."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.state = HubState()
         self._hub = _Server((host, port), self.state, is_cdn=False)
-        self._cdn = _Server((host, 0), self.state, is_cdn=True)
+        self._cdn = _Server((_cdn_host(host), 0), self.state, is_cdn=True)
         self._hub.cdn_url = self._cdn.url
         self.state.url = self._hub.url
         self._threads: list[threading.Thread] = []

@@ -301,3 +301,16 @@ def test_errors_other_than_out_of_memory_propagate():
     finally:
         handle.remove()
     assert not model.model.layers[1]._forward_hooks  # the probe's hooks were removed
+
+
+def test_half_precision_activations_fall_in_the_same_histogram_bins_as_their_float32_values():
+    """A bfloat16 log2 is coarser than a bin (2^(1/35)); the histogram takes logs in float32."""
+    from maxact_card.stats import log_histogram
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 16, 64) * torch.logspace(-2, 4, 64)).to(torch.bfloat16)
+    valid = torch.ones(2, 16, dtype=torch.bool)
+    for dtype in (torch.bfloat16, torch.float16):
+        h, n = log_histogram(x.to(dtype).abs(), valid, None)
+        h32, n32 = log_histogram(x.to(dtype).float().abs(), valid, None)
+        assert torch.equal(h, h32) and n == n32 == 2 * 16 * 64
