@@ -21,8 +21,8 @@ from .report import QuantReport, SiteStats
 from .sites import ModelSites
 from .stats import BatchContext
 
-# Every 4th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
-HIST_STRIDE = 4
+# Every 8th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
+HIST_STRIDE = 8
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,13 @@ def measure(
         probe.ctx = ctx
         if cal is not None:
             cal.ctx = ctx
-        forward(model, ctx.input_ids, attention_mask)
+        with probe.hooks(), cal.hooks() if cal is not None else contextlib.nullcontext():
+            forward(model, ctx.input_ids, attention_mask)
 
     start = time.perf_counter()
     with torch.inference_mode():
-        with probe.hooks(), cal.hooks() if cal is not None else contextlib.nullcontext():
-            bs = run_batches(model, corpus_ids, first, bs, pad_id, calib_step, adaptive=adaptive,
-                             stateful=probe.accs + (cal.accs if cal else []), on_batch=on_batch)
+        bs = run_batches(model, corpus_ids, first, bs, pad_id, calib_step, adaptive=adaptive,
+                         stateful=probe.accs + (cal.accs if cal else []), on_batch=on_batch)
         probe_s = time.perf_counter() - start
         if cal is None:
             return Measurement(probe.results(decode), tokens, probe_s, 0.0, None)

@@ -2,12 +2,22 @@
 
 Hooks are registered inside a context manager and always removed, even on error. Each hook is a
 few lines: pick the tensor, hand it to its accumulator with the batch context.
+
+On the CPU a hook's statistics run on one worker thread while the forward pass waits: glibc gives
+each thread its own malloc arena, so the statistics' small temporaries stay out of the heap the
+forward pass takes its activations from. On one heap they split the holes freed activations leave,
+and a probed SmolLM2-135M forward held 2.2x the bare forward's peak RSS (README, "Performance").
+When the hooks come off, after each forward pass, the free pages of every arena go back to the OS
+(glibc's malloc_trim), so that what one pass left behind does not add to the next one's peak.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
@@ -29,16 +39,54 @@ def activation(site: Site, value, batch: BatchContext) -> torch.Tensor:
     return x
 
 
+_STATS_THREAD: list[ThreadPoolExecutor] = []
+
+
+def _stats_thread() -> ThreadPoolExecutor:
+    """The one worker thread CPU statistics run on (created on first use, same torch thread count)."""
+    if not _STATS_THREAD:
+        _STATS_THREAD.append(ThreadPoolExecutor(1, "maxact-stats", torch.set_num_threads, (torch.get_num_threads(),)))
+    return _STATS_THREAD[0]
+
+
+def _observe(fn: Callable[[torch.Tensor], None], x: torch.Tensor) -> None:
+    if x.device.type != "cpu":
+        fn(x)
+        return
+    _stats_thread().submit(_call_in_mode, fn, x, torch.is_inference_mode_enabled()).result()
+
+
+@functools.cache
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_heap() -> None:
+    """Return the free pages of the malloc heaps to the OS, where the C library can (glibc)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _call_in_mode(fn: Callable[[torch.Tensor], None], x: torch.Tensor, inference: bool) -> None:
+    """Grad mode and inference mode are per thread: the worker takes the caller's."""
+    with torch.no_grad(), torch.inference_mode(inference):
+        fn(x)
+
+
 def _register(site: Site, fn: Callable[[torch.Tensor], None], state: Any) -> torch.utils.hooks.RemovableHandle:
     if site.capture == "input":
 
         def pre_hook(module, args, kwargs):
-            fn(activation(site, args[0] if args else kwargs["hidden_states"], state.ctx))
+            _observe(fn, activation(site, args[0] if args else kwargs["hidden_states"], state.ctx))
 
         return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(module, args, output):
-        fn(activation(site, output, state.ctx))
+        _observe(fn, activation(site, output, state.ctx))
 
     return site.module.register_forward_hook(hook)
 
@@ -54,6 +102,8 @@ def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]],
     finally:
         for h in handles:
             h.remove()
+        if _STATS_THREAD:
+            release_heap()
 
 
 def forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, logits: bool = False):

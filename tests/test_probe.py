@@ -304,13 +304,34 @@ def test_errors_other_than_out_of_memory_propagate():
 
 
 def test_half_precision_activations_fall_in_the_same_histogram_bins_as_their_float32_values():
-    """A bfloat16 log2 is coarser than a bin (2^(1/35)); the histogram takes logs in float32."""
-    from maxact_card.stats import log_histogram
+    from maxact_card.stats import HIST_BINS, add_log_histogram
 
     torch.manual_seed(0)
     x = (torch.randn(2, 16, 64) * torch.logspace(-2, 4, 64)).to(torch.bfloat16)
-    valid = torch.ones(2, 16, dtype=torch.bool)
     for dtype in (torch.bfloat16, torch.float16):
-        h, n = log_histogram(x.to(dtype).abs(), valid, None)
-        h32, n32 = log_histogram(x.to(dtype).float().abs(), valid, None)
-        assert torch.equal(h, h32) and n == n32 == 2 * 16 * 64
+        h, h32 = (torch.zeros(HIST_BINS + 1, dtype=torch.float64) for _ in range(2))
+        add_log_histogram(h, x.to(dtype), None)
+        add_log_histogram(h32, x.to(dtype).float(), None)
+        assert torch.equal(h, h32) and h.sum() == 2 * 16 * 64
+
+
+def test_every_value_is_within_0_78_percent_of_its_histogram_bin_centre():
+    from maxact_card.stats import HIST_BINS, add_log_histogram, bin_value
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.exp(torch.empty(20000).uniform_(-80, 80)), torch.tensor([1.0, 1.0078125, 3e38, 1.2e-38])])
+    x = x * torch.where(torch.rand(x.numel()) < 0.5, -1.0, 1.0)
+    keep = torch.ones(x.numel(), dtype=torch.bool)
+    keep[::7] = False
+    for v, k in zip(x.tolist()[:2000], keep.tolist()):
+        h = torch.zeros(HIST_BINS + 1, dtype=torch.float64)
+        add_log_histogram(h, torch.tensor([v]), torch.tensor([k]))
+        (i,) = h.nonzero()[:, 0].tolist()
+        if k:
+            assert abs(bin_value(i) / abs(v) - 1) < 0.0078, v
+        else:
+            assert i == HIST_BINS
+    h = torch.zeros(HIST_BINS + 1, dtype=torch.float64)
+    add_log_histogram(h, x, keep)
+    assert h[:HIST_BINS].sum() == keep.sum() and h[HIST_BINS] == (~keep).sum()
+    assert bin_value(0) == 0.0
