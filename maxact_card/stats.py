@@ -26,6 +26,7 @@ TOP_K = 16
 TOP_CHANNELS = 16
 MASSIVE_ABS = 100.0  # Sun et al. 2024: |a| > 100 ...
 MASSIVE_RATIO = 1000.0  # ... and > 1000x the median |a| of its token
+MASSIVE_CHUNK = 128  # candidate rows examined at a time on the CPU
 # Log-histogram of |a| read off the float32 bit pattern: with the sign bit cleared, the top 14 bits
 # (8 of exponent, 6 of mantissa) are the bin, so every octave splits into 64 bins, each at most 1/64
 # of its lower edge wide: the geometric centre of a bin is within 0.78% of every value in it (normal
@@ -206,7 +207,8 @@ def _accumulate(st: dict, x: torch.Tensor, ctx: BatchContext, rmax: torch.Tensor
 def _channel_absmax(st: dict, rows: torch.Tensor) -> None:
     """Per-channel max |a| over `rows` [N, C] (real tokens only, or padding set to 0)."""
     if rows.shape[0]:
-        torch.maximum(st["chan"], torch.linalg.vector_norm(rows, ord=math.inf, dim=0).double(), out=st["chan"])
+        # max(max, -min) per channel: two contiguous reductions, 14x faster on the CPU than an inf-norm
+        torch.maximum(st["chan"], torch.maximum(rows.amax(0), rows.amin(0).neg()).double(), out=st["chan"])
 
 
 def _nonfinite(st: dict, ok: torch.Tensor, valid: torch.Tensor, ctx: BatchContext) -> None:
@@ -228,9 +230,11 @@ def _nonfinite(st: dict, ok: torch.Tensor, valid: torch.Tensor, ctx: BatchContex
 
 def _absmax(st: dict, x: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> None:
     T = x.shape[1]
+    best = rabs.max()
+    if x.device.type == "cpu" and float(best) < float(st["best_abs"]):
+        return  # nothing new; free to ask on the CPU
     pos = torch.arange(T, device=x.device)
     key = _loc_key(ctx.sample_index[:, None], pos[None, :])
-    best = rabs.max()
     kmin = torch.where(rabs == best, key, 2**62).amin()  # ties: the earliest sample and position
     flat = (key == kmin).reshape(-1).to(torch.int64).argmax()
     c = _row(x, flat).abs().argmax()
@@ -248,6 +252,8 @@ def _top(st: dict, x: torch.Tensor, rabs: torch.Tensor, ctx: BatchContext) -> No
     B, T, C = x.shape
     k = min(TOP_K, B * T)
     rvals, rows = rabs.reshape(-1).topk(k)
+    if x.device.type == "cpu" and float(rvals[0]) < float(st["top_abs"][-1]):
+        return  # no value of this batch enters the top k (free to ask on the CPU)
     cand = x.reshape(B * T, C)[rows].abs()  # [k, C]
     cand = torch.where((rvals >= 0)[:, None], cand, -1.0)
     vals, idx = cand.reshape(-1).topk(min(TOP_K, k * C))
@@ -288,25 +294,29 @@ def _hist(st: dict, x: torch.Tensor, valid: Optional[torch.Tensor], ok: Optional
 def _massive(st: dict, x: torch.Tensor, rabs: torch.Tensor) -> None:
     """Sun et al. 2024: |a| > 100 and > 1000x the median |a| of the same token."""
     B, T, C = x.shape
-    flat = x.reshape(B * T, C)
-    cand = rabs.reshape(-1) > MASSIVE_ABS
-    if x.device.type == "cpu":  # only rows that can hold one; free to ask on the CPU
-        flat, rmax = flat[cand].abs(), rabs.reshape(-1)[cand]
-        # A row whose median is already >= max/1000 holds none: fewer than (C-1)//2 + 1 of its
-        # values lie below max/1000. One comparison settles most rows; the rest get a median.
-        below = (flat < (rmax / MASSIVE_RATIO)[:, None]).sum(-1)
-        flat = flat[below > (C - 1) // 2]
-        if flat.shape[0] == 0:
-            return
-        weight = None
-    else:
-        flat, weight = flat.abs(), cand[:, None]
-    med = flat.median(-1).values
-    thr = torch.clamp(med * MASSIVE_RATIO, min=MASSIVE_ABS)
-    hits = flat > thr[:, None]
-    if weight is not None:
-        hits = hits & weight
-    st["massive"] += hits.sum()
+    flat, rabs = x.reshape(B * T, C), rabs.reshape(-1)
+    cand = rabs > MASSIVE_ABS
+    if x.device.type != "cpu":  # no host sync: every row, candidates weighted in
+        a = flat.abs()
+        st["massive"] += (_massive_hits(a) & cand[:, None]).sum()
+        return
+    # On the CPU only rows that can hold one, a few at a time (temporaries stay small). A row whose
+    # median is already >= max/1000 holds none: fewer than (C-1)//2 + 1 of its values lie below
+    # max/1000. One comparison settles most rows; the rest get a median.
+    rows = cand.nonzero().reshape(-1)
+    for i in range(0, rows.numel(), MASSIVE_CHUNK):
+        r = rows[i : i + MASSIVE_CHUNK]
+        a = flat.index_select(0, r).abs_()
+        below = (a < (rabs[r] / MASSIVE_RATIO)[:, None]).sum(-1)
+        a = a[below > (C - 1) // 2]
+        if a.shape[0]:
+            st["massive"] += _massive_hits(a).sum()
+
+
+def _massive_hits(a: torch.Tensor) -> torch.Tensor:
+    """Which of |a| [N, C] are massive: above 100 and above 1000x their row's median."""
+    thr = torch.clamp(a.median(-1).values * MASSIVE_RATIO, min=MASSIVE_ABS)
+    return a > thr[:, None]
 
 
 def _row(x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
@@ -330,7 +340,10 @@ def add_log_histogram(hist: torch.Tensor, x: torch.Tensor, keep: Optional[torch.
     if keep is not None:
         bins.masked_fill_(~keep, HIST_BINS)
     bins = bins.reshape(-1)
-    hist.index_add_(0, bins, torch.ones((), dtype=hist.dtype, device=hist.device).expand(bins.numel()))
+    if bins.device.type == "cpu":  # faster there; on CUDA bincount would wait for the host
+        hist += torch.bincount(bins, minlength=HIST_BINS + 1)
+    else:
+        hist.index_add_(0, bins, torch.ones((), dtype=hist.dtype, device=hist.device).expand(bins.numel()))
 
 
 def bin_value(i: int) -> float:

@@ -196,6 +196,29 @@ def test_massive_activation_count_by_hand():
     assert sites["embed"].nonfinite == 0
 
 
+def test_massive_count_equals_brute_force_over_many_candidate_rows():
+    """More candidate rows (|a| > 100) than the CPU examines at a time, some massive, some not, one
+    padding row that would count: the accumulator's count is the per-row definition's."""
+    from maxact_card.stats import MASSIVE_CHUNK, BatchContext, SiteAccumulator
+
+    g = torch.Generator().manual_seed(3)
+    B, T, C = 3, 120, 65  # odd C: one median per row
+    x = torch.randn(B, T, C, generator=g)
+    x[:, ::2, 5] = 5000.0  # massive: > 100 and > 1000x a median |a| of ~0.67
+    x[:, 1::2, 9] = -150.0  # candidates that are not massive
+    x[0, 3, 20:60] = 1e-4  # a row whose median is tiny: its 150 is massive too
+    x[2, 7, 1] = 2e6  # on a padding row: never counted
+    valid = torch.ones(B, T, dtype=torch.bool)
+    valid[2, 7] = False
+    assert B * T > 2 * MASSIVE_CHUNK
+    acc = SiteAccumulator()
+    acc.update(x, BatchContext(valid, torch.arange(B), torch.zeros(B, T, dtype=torch.long)))
+    a = x.abs()[valid]
+    expected = int((a > torch.clamp(a.median(-1).values[:, None] * 1000, min=100)).sum())
+    assert expected == B * (T // 2) + 1
+    assert acc.result("s", "residual", 0, str).massive == expected
+
+
 def test_nonfinite_values_are_counted_located_and_excluded():
     model = tiny_model("llama")
     with torch.no_grad():
