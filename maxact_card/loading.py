@@ -109,8 +109,9 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
     try:
         config = AutoConfig.from_pretrained(path, **kw)
         torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
-        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-        mkw = dict(kw, dtype=torch_dtype)
+        # The config is parsed once (a GGUF file's metadata takes seconds to read): both reuse it.
+        tokenizer = AutoTokenizer.from_pretrained(path, config=config, **kw)
+        mkw = dict(kw, dtype=torch_dtype, config=config)
         if device_map:
             mkw["device_map"] = device_map
         try:

@@ -49,6 +49,7 @@ __all__ = [
     "Quantizer",
     "site_quantizers",
     "QuantErrorAccumulator",
+    "RowSums",
     "NLLAccumulator",
     "end_to_end",
     "headroom",
@@ -158,8 +159,7 @@ def _usable_scale(scale: ScaleLike, x: torch.Tensor) -> torch.Tensor:
 def _int8_grid(xf: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """clamp(round(x / s), -127, 127) * s with s >= 0 broadcastable; s == 0 gives zeros for finite x."""
     safe = torch.where(s > 0, s, torch.ones_like(s))
-    q = torch.clamp(torch.round(xf / safe), -INT8_QMAX, INT8_QMAX)
-    return q * s
+    return (xf / safe).round_().clamp_(-INT8_QMAX, INT8_QMAX).mul_(s)
 
 
 def int8_static(x: torch.Tensor, scale: ScaleLike) -> torch.Tensor:
@@ -223,12 +223,12 @@ def fp8_static(x: torch.Tensor, scale: ScaleLike, fmt: str) -> torch.Tensor:
     xf = x.float()
     s = _usable_scale(scale, x)
     safe = torch.where(s > 0, s, torch.ones_like(s))
-    y = torch.clamp(xf / safe, -spec.max, spec.max)
+    y = (xf / safe).clamp_(-spec.max, spec.max)
     if x.device.type in _NATIVE_FP8_DEVICES:
         y = y.to(spec.dtype).to(torch.float32)
     else:
         y = _fp8_round_emulated(y, spec)
-    return (y * s).to(x.dtype)
+    return y.mul_(s).to(x.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -328,11 +328,19 @@ class QuantErrorAccumulator:
         xq: torch.Tensor,
         mask: Optional[torch.Tensor] = None,
         clip_threshold: Optional[ScaleLike] = None,
+        rows: Optional["RowSums"] = None,
     ) -> None:
         """Add a batch: ``x``/``xq`` of shape [..., C] (e.g. [B, T, C]); ``mask`` [...] bool of real
-        tokens (``None``: all real); ``clip_threshold`` = ``qmax * scale`` (``None``: never clips)."""
+        tokens (``None``: all real); ``clip_threshold`` = ``qmax * scale`` (``None``: never clips).
+        ``rows``: ``RowSums.of(x)``, when several formats of one site share it (CPU)."""
         if self.count.device != x.device:
             self._to(x.device)
+        if not (x.device.type == "cpu" and self._update_rows(x, xq, mask, clip_threshold, rows)):
+            self._update_exact(x, xq, mask, clip_threshold)
+
+    def _update_exact(self, x: torch.Tensor, xq: torch.Tensor, mask: Optional[torch.Tensor],
+                      clip_threshold: Optional[ScaleLike]) -> None:
+        """Element by element: NaN/Inf counted and excluded; no host sync (any device)."""
         acc = self.sum_x2.dtype
         xf = x.float()
         qf = xq.float()
@@ -355,6 +363,40 @@ class QuantErrorAccumulator:
         if clip_threshold is not None:
             thr = torch.as_tensor(clip_threshold, dtype=torch.float32, device=x.device)
             self.clipped += (valid & (xv.abs() > thr)).sum()
+
+    def _update_rows(self, x: torch.Tensor, xq: torch.Tensor, mask: Optional[torch.Tensor],
+                     clip_threshold: Optional[ScaleLike], rows: Optional["RowSums"]) -> bool:
+        """The CPU fast path, from per-token sums (no mask or where tensor, one error tensor).
+        Returns False, having changed nothing, when a real token holds a NaN/Inf in x or xq: the
+        exact path then counts and excludes them element by element."""
+        rows = rows if rows is not None else RowSums.of(x)
+        err = (x.float() - xq.float()).reshape(rows.x.shape)
+        e2 = torch.linalg.vector_norm(err, dim=-1)
+        e1 = torch.linalg.vector_norm(err, ord=1, dim=-1)
+        real = mask.reshape(-1).to(torch.bool) if mask is not None else None
+        checks = torch.stack([rows.x2, e2])
+        if not bool(torch.isfinite(checks if real is None else checks[:, real]).all()):
+            return False
+        acc = self.sum_x2.dtype
+
+        def total(v: torch.Tensor) -> torch.Tensor:  # over real tokens (padding may hold NaN)
+            v = v.to(acc)
+            return (v if real is None else torch.where(real, v, 0)).sum()
+
+        self.sum_err2 += total(e2.to(acc).square())
+        self.sum_x2 += total(rows.x2.to(acc).square())
+        self.sum_abs_err += total(e1)
+        self.sum_abs_x += total(rows.x1)
+        C = rows.x.shape[-1]
+        self.count += (int(real.sum()) if real is not None else rows.x.shape[0]) * C
+        if clip_threshold is not None:
+            thr = torch.as_tensor(clip_threshold, dtype=torch.float32)
+            over = rows.absmax > thr  # only these tokens can hold a clipped value
+            if real is not None:
+                over &= real
+            if bool(over.any()):
+                self.clipped += (rows.x[over].abs() > thr).sum()
+        return True
 
     def result(self) -> dict[str, float]:
         """Plain floats (one host sync).
@@ -394,6 +436,22 @@ class QuantErrorAccumulator:
             rel_mae=r["rel_mae"],
             clip_rate=r["clip_rate"],
         )
+
+
+@dataclass(frozen=True)
+class RowSums:
+    """Per-token sums of one activation x [..., C] in float32: what every format's error shares."""
+
+    x: torch.Tensor  # x as float32 [N, C]
+    x2: torch.Tensor  # [N] L2 norm
+    x1: torch.Tensor  # [N] L1 norm
+    absmax: torch.Tensor  # [N] max |x|
+
+    @staticmethod
+    def of(x: torch.Tensor) -> "RowSums":
+        xf = x.float().reshape(-1, x.shape[-1])
+        absmax = torch.maximum(xf.amax(-1), xf.amin(-1).neg())
+        return RowSums(xf, torch.linalg.vector_norm(xf, dim=-1), torch.linalg.vector_norm(xf, ord=1, dim=-1), absmax)
 
 
 def _ratio(num: float, den: float, f: Callable[[float], float] = lambda v: v) -> float:

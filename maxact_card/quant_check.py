@@ -22,6 +22,7 @@ from .quant import (
     NLLAccumulator,
     QuantErrorAccumulator,
     Quantizer,
+    RowSums,
     build_verdicts,
     end_to_end,
     percentile_format,
@@ -154,8 +155,9 @@ class Evaluation:
         qs = self.quantizers.get(site.name, ())
 
         def fn(x: torch.Tensor) -> None:
+            rows = RowSums.of(x) if x.device.type == "cpu" else None  # shared by every format
             for q in qs:
-                self.errors[(site.name, q.name)].update(x, q(x), self.ctx.valid, q.clip_threshold)
+                self.errors[(site.name, q.name)].update(x, q(x), self.ctx.valid, q.clip_threshold, rows)
 
         return fn
 

@@ -251,6 +251,15 @@ def test_unwritable_output_dir(tiny_dir: Path, tmp_path: Path):
         locked.chmod(0o700)
 
 
+def test_output_dir_that_cannot_exist(tiny_dir: Path, tmp_path: Path):
+    """A path under a regular file can be created by nobody, root included."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = invoke(["audit", str(tiny_dir), *SMALL, "-o", str(blocker / "out")])
+    assert_one_line_error(result, "cannot write to", str(blocker))
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_remote_code_is_refused_without_the_flag(tiny_dir: Path, tmp_path: Path):
     ckpt = tmp_path / "custom"
     shutil.copytree(tiny_dir, ckpt)

@@ -16,6 +16,7 @@ from maxact_card.quant import (
     FP8_FORMATS,
     NLLAccumulator,
     QuantErrorAccumulator,
+    RowSums,
     Thresholds,
     build_verdicts,
     dtype_verdict,
@@ -246,6 +247,28 @@ def test_site_quantizers():
 
 
 # -- accumulator --------------------------------------------------------------------------------
+def test_cpu_row_path_equals_the_elementwise_path():
+    """The CPU's per-token fast path gives the elementwise path's sums, for every format of a
+    heavy-tailed site with padding (holding NaN) and a clip threshold some tokens exceed."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 40, 24, generator=g) ** 3
+    x[1, 7, 2] = 900.0
+    x[2, 30:] = NAN  # padding
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    mask[2, 30:] = False
+    absmax = x[mask].abs().max()
+    rows = RowSums.of(x)
+    for q in site_quantizers(absmax, {99.0: torch.tensor(4.0)}):
+        fast, exact = QuantErrorAccumulator(), QuantErrorAccumulator()
+        assert fast._update_rows(x, q(x), mask, q.clip_threshold, rows)
+        exact._update_exact(x, q(x), mask, q.clip_threshold)
+        a, b = fast.result(), exact.result()
+        assert a["count"] == b["count"] == 110 * 24 and a["clip_rate"] == b["clip_rate"]
+        for k in ("sqnr_db", "rel_rmse", "rel_mae"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5), (q.name, k)
+    assert QuantErrorAccumulator()._update_rows(x, x, None, None, rows) is False  # NaN on a real token
+
+
 def test_accumulator_known_signal_with_masked_padding():
     # real token: x = [3, 4], xq = [3, 3] -> sum x^2 = 25, sum err^2 = 1, sum|err| = 1, sum|x| = 7
     x = t([[[3.0, 4.0], [1e30, -1e30]], [[NAN, INF], [-1e38, 5e37]]])
