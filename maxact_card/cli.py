@@ -215,5 +215,24 @@ def render(report_path: str, readme: Optional[str], output: Optional[str], templ
         click.echo(card, nl=False)
 
 
+@cli.command("install-hf-extension", epilog="""
+\b
+Examples:
+  maxact-card install-hf-extension
+""")
+@handle_errors
+def install_hf_extension() -> None:
+    """Register hf-maxact with the `hf` CLI, so that `hf maxact audit ...` runs maxact-card.
+
+    Then `hf maxact audit ./my-checkpoint` works like `maxact-card audit ./my-checkpoint`.
+    Writes ~/.local/share/hf/extensions/hf-maxact/manifest.json; `hf extensions remove maxact`
+    undoes it.
+    """
+    from .hf_extension import install
+
+    path = install()
+    click.echo(f"registered: `hf maxact ...` now runs maxact-card ({path})")
+
+
 def main() -> None:
     cli()

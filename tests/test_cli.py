@@ -56,12 +56,13 @@ def good_audit(tiny_dir: Path, tmp_path_factory):
 
 
 # -- help -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [[], ["audit"], ["render"]], ids=["group", "audit", "render"])
+@pytest.mark.parametrize("command", [[], ["audit"], ["render"], ["install-hf-extension"]],
+                         ids=["group", "audit", "render", "install-hf-extension"])
 def test_help_has_examples(command: list[str]):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Examples:" in result.output
-    assert re.search(r"^\s+maxact-card (audit|render) \S+", result.output, re.M)
+    assert re.search(r"^\s+maxact-card (audit|render|install-hf-extension)\b", result.output, re.M)
     if command:
         # every example of the command runs that command
         examples = result.output.split("Examples:", 1)[1]
@@ -85,7 +86,7 @@ def _commands_and_options() -> tuple[list[str], list[str]]:
 def test_readme_documents_every_command_and_audit_option():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands, options = _commands_and_options()
-    assert commands == ["audit", "render"]
+    assert commands == ["audit", "install-hf-extension", "render"]
     missing = [f"maxact-card {c}" for c in commands if f"maxact-card {c}" not in text]
     missing += [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", text)]
     assert not missing, f"README.md does not mention: {missing}"
@@ -124,6 +125,26 @@ def test_version_and_console_scripts():
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith(f"Usage: {script} [OPTIONS] COMMAND")
         assert "Examples:" in proc.stdout
+
+
+def test_hf_cli_runs_maxact_as_an_extension(tmp_path: Path):
+    """After `maxact-card install-hf-extension`, the real `hf` CLI lists `maxact` and runs hf-maxact."""
+    env = {**os.environ, "HOME": str(tmp_path), "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "maxact-card"), "install-hf-extension"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / ".local/share/hf/extensions/hf-maxact/manifest.json").read_text())
+    assert manifest["executable_path"] == str((bindir / "hf-maxact").resolve())
+    listed = subprocess.run([str(bindir / "hf"), "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert re.search(r"^\s+maxact\s", listed.stdout, re.M), listed.stdout
+    proc = subprocess.run([str(bindir / "hf"), "maxact", "--version"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"maxact-card, version {maxact_card.__version__}"
+    proc = subprocess.run([str(bindir / "hf"), "maxact", "audit", str(tmp_path / "missing")], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("Error: no such file or directory"), proc.stderr
 
 
 def test_python_dash_m_usage_names_the_program():
