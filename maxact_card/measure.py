@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,14 @@ from .stats import BatchContext
 
 # Every 8th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
 HIST_STRIDE = 8
+
+Advance = Callable[[int, int], None]  # (samples, tokens) just done
+# progress(total samples, description) opens the progress display of one pass.
+Progress = Callable[[int, str], ContextManager[Advance]]
+
+
+def no_progress(total: int, desc: str) -> ContextManager[Advance]:
+    return contextlib.nullcontext(lambda n, t: None)
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,12 @@ def measure(
     hist_stride: int = HIST_STRIDE,
     calib_indices: Optional[Sequence[int]] = None,
     percentiles: Sequence[float] = (99.9, 99.99),
-    progress: Callable[[int, int], None] = lambda n, t: None,
+    progress: Progress = no_progress,
 ) -> Measurement:
     """The probe over every sample; with `calib_indices`, also the INT8/FP8 check (calibration on
-    those samples, evaluation on the rest). `batch_size=None`: estimate, halve on out-of-memory."""
+    those samples, evaluation on the rest). `batch_size=None`: estimate, halve on out-of-memory.
+    Each pass reports to its own `progress` display: an evaluation sample costs 1 + (end-to-end
+    formats) forwards, so one bar over both passes would misjudge the time left."""
     from .quant_check import Calibration, Evaluation, e2e_formats, error_sites, linear_inputs
 
     n = len(corpus_ids)
@@ -62,12 +72,7 @@ def measure(
     probe = Probe(model_sites, hist_stride=hist_stride)
     bs = batch_size or estimate_batch_size(model, max(len(x) for x in corpus_ids), with_logits=False)
     adaptive = batch_size is None
-    tokens = 0
-
-    def on_batch(samples: int, t: int) -> None:
-        nonlocal tokens
-        tokens += t
-        progress(samples, t)
+    tokens = sum(len(ids) for ids in corpus_ids)  # every token of a sample is real (padding is added)
 
     inputs = linear_inputs(model_sites) if check else []
     cal = Calibration(error_sites(model_sites, inputs)) if check else None
@@ -81,8 +86,9 @@ def measure(
 
     start = time.perf_counter()
     with torch.inference_mode():
-        bs = run_batches(model, corpus_ids, first, bs, pad_id, calib_step, adaptive=adaptive,
-                         stateful=probe.accs + (cal.accs if cal else []), on_batch=on_batch)
+        with progress(len(first), "calibrate" if check else "probe") as advance:
+            bs = run_batches(model, corpus_ids, first, bs, pad_id, calib_step, adaptive=adaptive,
+                             stateful=probe.accs + (cal.accs if cal else []), on_batch=advance)
         probe_s = time.perf_counter() - start
         if cal is None:
             return Measurement(probe.results(decode), tokens, probe_s, 0.0, None)
@@ -94,7 +100,8 @@ def measure(
         formats = e2e_formats(percentiles)
         ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
                         model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None))
-        eval_tokens = 0
+        eval_tokens = sum(len(corpus_ids[i]) for i in rest)
+        passes = f"evaluate (x{1 + len(formats)} forwards)"
 
         def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
             probe.ctx = ev.ctx = ctx
@@ -106,14 +113,10 @@ def measure(
                     forward(model, ctx.input_ids, attention_mask)
                 ev.loss(f)
 
-        def on_eval_batch(samples: int, t: int) -> None:
-            nonlocal eval_tokens
-            eval_tokens += t
-            on_batch(samples, t)
-
         start = time.perf_counter()
-        run_batches(model, corpus_ids, rest, bs, pad_id, eval_step, adaptive=adaptive,
-                    stateful=probe.accs + ev.stateful(), on_batch=on_eval_batch)
+        with progress(len(rest), passes) as advance:
+            run_batches(model, corpus_ids, rest, bs, pad_id, eval_step, adaptive=adaptive,
+                        stateful=probe.accs + ev.stateful(), on_batch=advance)
         quant_s = time.perf_counter() - start
     sites = probe.results(decode)
     peak = peak_of(sites)

@@ -85,9 +85,9 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
 
     batch_size = None if o.batch_size == "auto" else int(o.batch_size)
     calib = corpus.split_indices(o.calib_samples)[0] if o.quant_check else None
-    with progress_bar(len(corpus.input_ids), "audit", enabled=o.progress) as bar:
-        out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
-                      calib_indices=calib, percentiles=o.clip_percentiles, progress=bar)
+    out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
+                  calib_indices=calib, percentiles=o.clip_percentiles,
+                  progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress))
 
     cfg = model.config
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

@@ -237,6 +237,9 @@ def run_batches(
     return batch_size
 
 
+CPU_BATCH_TOKENS = 2048
+
+
 def estimate_batch_size(model: nn.Module, max_seq_len: int, with_logits: bool) -> int:
     """A starting batch size from free memory and the model's widths; OOM halving corrects it."""
     cfg = getattr(model, "config", None)
@@ -248,12 +251,17 @@ def estimate_batch_size(model: nn.Module, max_seq_len: int, with_logits: bool) -
     elem = next(model.parameters()).element_size()
     per_seq = max_seq_len * (8 * hidden + 4 * inter + vocab) * max(elem, 4) + heads * max_seq_len**2 * elem
     device = input_device(model)
+    cap = 64
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free * 0.5
     else:
         budget = _available_ram() * 0.25
-    return int(max(1, min(64, budget // max(per_seq, 1))))
+        # On a CPU, throughput peaks near 2k tokens a batch (SmolLM2-135M, float32, 2 cores: 440,
+        # 534, 623, 620, 529 tok/s at 512, 1k, 2k, 4k, 8k tokens); larger batches only hold more
+        # memory and leave the progress bar still for longer.
+        cap = max(1, CPU_BATCH_TOKENS // max_seq_len)
+    return int(max(1, min(cap, budget // max(per_seq, 1))))
 
 
 def _available_ram() -> float:

@@ -45,6 +45,8 @@ def summary(report: Report) -> str:
         lines.append(f"    {q.recommendation}")
     t = report.timings
     lines.append("")
-    lines.append(f"  time: load {t.load_s:.1f}s, probe {t.probe_s:.1f}s ({t.tokens_per_s:,.0f} tok/s), "
-                 f"quant {t.quant_s:.1f}s, total {t.total_s:.1f}s")
+    passes = f"probe {t.probe_s:.1f}s" if report.quant is None else \
+        f"calibration {t.probe_s:.1f}s, evaluation {t.quant_s:.1f}s"
+    lines.append(f"  time: load {t.load_s:.1f}s, {passes} ({c.tokens:,} tokens at {t.tokens_per_s:,.0f} tok/s), "
+                 f"total {t.total_s:.1f}s")
     return "\n".join(lines)

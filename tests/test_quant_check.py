@@ -51,6 +51,35 @@ def test_identity_quantizers_give_exactly_zero_delta_nll(monkeypatch):
     assert q.eval_tokens == sum(len(SAMPLES[i]) for i in range(1, 16, 2))
 
 
+def test_each_pass_reports_progress_on_its_own_display():
+    """Calibration and evaluation get one display each, sized in samples and advanced to the end,
+    the evaluation named with its forwards per sample; without the check, one probe display."""
+    import contextlib
+
+    shown: list[list] = []
+
+    @contextlib.contextmanager
+    def progress(total: int, desc: str):
+        record = [desc, total, 0, 0]
+        shown.append(record)
+
+        def advance(samples: int, tokens: int) -> None:
+            record[2] += samples
+            record[3] += tokens
+
+        yield advance
+
+    model = tiny_model("llama")
+    calib_tokens = sum(len(SAMPLES[i]) for i in CALIB)
+    out = measure(model, find_sites(model), SAMPLES, 0, str, batch_size=3, calib_indices=CALIB, progress=progress)
+    assert shown == [["calibrate", 8, 8, calib_tokens],
+                     ["evaluate (x6 forwards)", 8, 8, sum(map(len, SAMPLES)) - calib_tokens]]
+    assert out.tokens == sum(map(len, SAMPLES)) and out.quant.eval_tokens == shown[1][3]
+    shown.clear()
+    measure(model, find_sites(model), SAMPLES, 0, str, batch_size=3, progress=progress)
+    assert shown == [["probe", 16, 16, sum(map(len, SAMPLES))]]
+
+
 def test_probe_statistics_are_the_same_with_and_without_the_check():
     model = tiny_model("qwen3")
     plain = {s.name: s for s in measure(model, find_sites(model), SAMPLES, 0, str, batch_size=4).sites}
