@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .errors import ModelLoadError, ModelNotFoundError, NoWeightsError, RemoteCodeError, UsageError
 
@@ -94,7 +96,6 @@ def pick_device(device: str) -> str:
 
 def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool,
          progress: bool = True) -> Loaded:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     check_remote_code(source, trust_remote_code)
@@ -102,10 +103,40 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if source.gguf_file:
         kw["gguf_file"] = source.gguf_file
-    path = str(source.path)
     hf_logging.set_verbosity_error()
     if not progress:
         hf_logging.disable_progress_bar()
+    with contextlib.ExitStack() as stack:
+        if not progress and source.gguf_file:
+            stack.enter_context(_quiet_gguf_bar())
+        model, tokenizer, torch_dtype = _from_pretrained(source, dtype, device_map, kw)
+    if not device_map:
+        model.to(dev)
+    model.eval()
+    return Loaded(model, tokenizer, source, str(torch_dtype).replace("torch.", ""), str(dev if not device_map else "auto"))
+
+
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers draws its GGUF de-quantization bar with plain tqdm, which its progress-bar
+    switch does not reach: silence that one bar while loading."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
+def _from_pretrained(source: Source, dtype: str, device_map: Optional[str], kw: dict[str, Any]):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = str(source.path)
     try:
         config = AutoConfig.from_pretrained(path, **kw)
         torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
@@ -126,10 +157,7 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
             f"cannot load {source.model_id}: {first}; check that the checkpoint is complete and a "
             "transformers model (re-download it, or update transformers)"
         ) from exc
-    if not device_map:
-        model.to(dev)
-    model.eval()
-    return Loaded(model, tokenizer, source, str(torch_dtype).replace("torch.", ""), str(dev if not device_map else "auto"))
+    return model, tokenizer, torch_dtype
 
 
 def resolve_dtype(dtype: str, config: Any, gguf: bool):

@@ -77,6 +77,12 @@ def test_smollm2_gguf_audit_succeeds_offline(smollm2_audit):
     assert Report.from_json(report.to_json()) == report
 
 
+def test_no_progress_silences_every_bar_of_a_gguf_audit(smollm2_audit):
+    """--no-progress: neither our bars nor transformers' (GGUF de-quantization, weight loading)."""
+    result, _ = smollm2_audit
+    assert "it/s" not in result.stderr and "%|" not in result.stderr, result.stderr[-2000:]
+
+
 def test_smollm2_model_record(smollm2_audit, smollm2_gguf: Path):
     _, report = smollm2_audit
     m = report.model
