@@ -113,7 +113,18 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
     if not device_map:
         model.to(dev)
     model.eval()
-    return Loaded(model, tokenizer, source, str(torch_dtype).replace("torch.", ""), str(dev if not device_map else "auto"))
+    return Loaded(model, tokenizer, source, str(torch_dtype).replace("torch.", ""),
+                  placed_on(model) if device_map else str(dev))
+
+
+def placed_on(model: Any) -> str:
+    """Where accelerate put a sharded model: its parameters' devices in order ('cuda:0,cuda:1', 'cpu')."""
+    placed: list[str] = []
+    for p in model.parameters():
+        name = str(p.device)
+        if name not in placed:
+            placed.append(name)
+    return ",".join(placed)
 
 
 @contextlib.contextmanager

@@ -397,6 +397,17 @@ def test_default_output_dir_is_named_after_the_model(tiny_dir: Path, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maxact-my.model-v2", "my.model v2"]
 
 
+def test_device_map_auto_gives_the_same_report_and_names_the_devices(tiny_dir: Path, tmp_path: Path):
+    """accelerate's placement (here all on the CPU) changes where the model runs, not what it measures."""
+    args = ["--samples", "8", "--max-seq-len", "32", "--calib-samples", "4", "--no-progress"]
+    plain = invoke(["audit", str(tiny_dir), "-o", str(tmp_path / "plain"), *args])
+    mapped = invoke(["audit", str(tiny_dir), "-o", str(tmp_path / "mapped"), "--device-map", "auto", *args])
+    assert plain.exit_code == 0 and mapped.exit_code == 0, mapped.output
+    a, b = (Report.load(tmp_path / d / "maxact_report.json") for d in ("plain", "mapped"))
+    assert b.model.device == "cpu" and a.model.device == "cpu"
+    assert a.sites == b.sites and a.peak == b.peak and a.quant.end_to_end == b.quant.end_to_end
+
+
 @pytest.mark.parametrize("threshold, code", [("1e-9", 3), ("1e9", 0)])
 def test_fail_above(threshold: str, code: int, tiny_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
