@@ -77,7 +77,15 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     model_sites = find_sites(model)
     t_load = time.perf_counter() - t0
 
-    corpus = tokenize(select(docs, o.samples, o.seed), tok, o.max_seq_len, name=name, seed=o.seed)
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    seq_len = o.max_seq_len
+    context = getattr(text_cfg, "max_position_embeddings", None)
+    if isinstance(context, int) and 0 < context < seq_len:
+        # Past the context it was trained on, a model's activations say nothing about its use.
+        echo(f"--max-seq-len {seq_len} is longer than the model's context ({context} tokens); using {context}")
+        seq_len = context
+    corpus = tokenize(select(docs, o.samples, o.seed), tok, seq_len, name=name, seed=o.seed)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     def decode(i: int) -> str:
@@ -89,8 +97,6 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
                   calib_indices=calib, percentiles=o.clip_percentiles,
                   progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress))
 
-    cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     record = ModelRecord(
         id=source.model_id,
         source=source.kind,

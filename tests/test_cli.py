@@ -408,6 +408,24 @@ def test_device_map_auto_gives_the_same_report_and_names_the_devices(tiny_dir: P
     assert a.sites == b.sites and a.peak == b.peak and a.quant.end_to_end == b.quant.end_to_end
 
 
+def test_max_seq_len_is_capped_at_the_model_context(tiny_dir: Path, tmp_path: Path):
+    """The tiny model's context is 256 tokens: a longer --max-seq-len is lowered to it, and said so."""
+    out = tmp_path / "out"
+    result = invoke(["audit", str(tiny_dir), "-o", str(out), "--samples", "4", "--max-seq-len", "300",
+                     "--no-quant-check", "--no-progress", "--corpus", _long_corpus(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "--max-seq-len 300 is longer than the model's context (256 tokens); using 256" in result.stderr
+    report = Report.load(out / "maxact_report.json")
+    assert report.corpus.max_seq_len == 256 and report.corpus.tokens == 4 * 256
+
+
+def _long_corpus(tmp: Path) -> str:
+    path = tmp / "long.jsonl"
+    path.write_text("".join(json.dumps({"input_ids": [1] + [4 + (i * 7 + j) % 120 for j in range(400)]}) + "\n"
+                            for i in range(4)), encoding="utf-8")
+    return str(path)
+
+
 @pytest.mark.parametrize("threshold, code", [("1e-9", 3), ("1e9", 0)])
 def test_fail_above(threshold: str, code: int, tiny_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
