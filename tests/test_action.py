@@ -75,9 +75,38 @@ def test_token_reaches_the_cli_only_through_the_environment():
 
 def test_install_step_installs_torch_then_this_checkout():
     install = step("install")
-    assert "pip install" in install["run"] and "torch" in install["run"]
+    assert "pip" in install["run"] and "torch" in install["run"]
     assert install["env"]["MAXACT_PACKAGE"] == "${{ github.action_path }}/.."
     assert (ACTION_DIR / ".." / "pyproject.toml").is_file()
+
+
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+
+
+@pytest.mark.parametrize("has_torch, has_gpu, device, torch_install", [
+    (True, True, "", None),  # a runner that has torch keeps it
+    (False, False, "", f"-m pip install --disable-pip-version-check --quiet torch {CPU_INDEX}"),
+    (False, True, "cpu", f"-m pip install --disable-pip-version-check --quiet torch {CPU_INDEX}"),
+    (False, True, "", "-m pip install --disable-pip-version-check --quiet torch"),
+], ids=["torch-installed", "no-gpu", "gpu-but-cpu-asked", "gpu"])
+def test_install_step_picks_the_torch_build_for_the_runner(tmp_path: Path, has_torch, has_gpu, device, torch_install):
+    """With a `python` that records what it is asked and an `nvidia-smi` only where a GPU is."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "python.log"
+    (bin_dir / "python").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = -c ]; then exit ' + ("0" if has_torch else "1") + "; fi\n"
+        f'echo "$*" >> "{log}"\n', encoding="utf-8")
+    (bin_dir / "python").chmod(0o755)
+    if has_gpu:
+        (bin_dir / "nvidia-smi").write_text("#!/bin/bash\n", encoding="utf-8")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    proc = run_step("install", {"device": device}, {}, tmp_path, {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text(encoding="utf-8").splitlines()
+    package = f"-m pip install --disable-pip-version-check --quiet {ACTION_DIR}/.."
+    assert calls == ([torch_install] if torch_install else []) + [package]
 
 
 def test_readme_shows_a_release_workflow():
