@@ -101,7 +101,7 @@ def render_png(report: Report) -> bytes:
     ax.set_ylim(low, high)
     ax.set_xlabel("layer (embed at -1, final_norm after the last layer)", fontsize=9)
     ax.set_ylabel("max |activation|", fontsize=9)
-    title = f"{report.model.id}: per-layer max |activation|"
+    title = f"{report.model.name}: per-layer max |activation|"
     ax.set_title(title if len(title) <= 90 else title[:87] + "...", fontsize=10)
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.tick_params(labelsize=8)

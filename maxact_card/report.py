@@ -127,6 +127,11 @@ class ModelRecord:
     # that leaves the weights alone; None for local checkpoints. Added in schema 1.1.
     weights: Optional[str] = None
 
+    @property
+    def name(self) -> str:
+        """The repo id of a Hub model; the folder or file name of a local one (not its whole path)."""
+        return self.id if self.source == "hub" else (Path(self.id.rstrip("/")).name or self.id)
+
 
 @dataclass(frozen=True)
 class CorpusRecord:

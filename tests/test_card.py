@@ -477,6 +477,13 @@ def test_png_series_and_edge_cases():
     assert plot.render_png(zeroed).startswith(b"\x89PNG")
 
 
+def test_figure_names_a_local_model_by_its_file_not_its_path():
+    model = make_report().model
+    assert dataclasses.replace(model, id="org/model", source="hub").name == "org/model"
+    assert dataclasses.replace(model, id="/home/me/models/x.Q4_1.gguf", source="gguf").name == "x.Q4_1.gguf"
+    assert dataclasses.replace(model, id="./my-checkpoint/", source="dir").name == "my-checkpoint"
+
+
 # -- publish: local ----------------------------------------------------------------------------------
 def test_write_card_creates_and_updates(tmp_path: Path):
     report = make_report()
