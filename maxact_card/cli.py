@@ -88,7 +88,7 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--device-map", type=click.Choice(["auto"]), help="Shard the model across devices with accelerate.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the repo's own modelling code (off by default).")
 @click.option("--corpus", default="builtin", show_default=True,
-              help="builtin, a .jsonl/.txt file, or hf://datasets/OWNER/NAME/path.")
+              help="builtin, a .jsonl/.txt file, or hf://datasets/OWNER/NAME[@REVISION]/path.")
 @click.option("--samples", type=int, default=256, show_default=True, help="Number of corpus samples.")
 @click.option("--max-seq-len", type=int, default=512, show_default=True, help="Tokens per sample at most.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stratified sampling.")

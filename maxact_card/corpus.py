@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import CorpusError, UsageError
 from .report import CorpusRecord
@@ -39,10 +39,10 @@ DEFAULT_DOMAIN = "default"
 SPEC_FORMS = (
     "'builtin', a local .jsonl file (one JSON object per line with 'text' or 'input_ids'), "
     "a local .txt file (documents separated by blank lines), "
-    "or hf://datasets/OWNER/NAME/PATH.jsonl|.txt"
+    "or hf://datasets/OWNER/NAME[@REVISION]/PATH.jsonl|.txt"
 )
 _HF_PREFIX = "hf://datasets/"
-_HF_RE = re.compile(r"^hf://datasets/([A-Za-z0-9][\w.\-]*)/([\w.\-]+)/(.+)$")
+_HF_RE = re.compile(r"^hf://datasets/([A-Za-z0-9][\w.\-]*)/([\w.\-]+?)(?:@([\w.\-]+))?/(.+)$")
 _JSONL_HINT = "each line must be a JSON object with 'text' or 'input_ids'"
 # Text beyond this many characters per allowed token cannot reach the first max_seq_len tokens
 # of any practical tokenizer; cutting it keeps a stray huge document from costing seconds.
@@ -66,26 +66,30 @@ class Document:
             raise ValueError("a Document has exactly one of text and input_ids")
 
 
-def load_documents(
-    spec: str, *, fetch_dataset_file: Callable[[str, str], Path] | None = None
-) -> tuple[str, list[Document]]:
+# fetch_dataset_file(repo_id, path_in_repo, revision or None) -> (local path, commit sha)
+FetchDatasetFile = Callable[[str, str, Optional[str]], tuple[Path, str]]
+
+
+def load_documents(spec: str, *, fetch_dataset_file: FetchDatasetFile | None = None) -> tuple[str, list[Document]]:
     """Read the corpus named by ``spec``; return ``(corpus name, documents)``.
 
     ``spec`` is ``'builtin'`` (or its full name ``'builtin-v1'``), a path to a ``.jsonl`` or ``.txt`` file, or
-    ``hf://datasets/OWNER/NAME/path/in/repo.jsonl`` (or ``.txt``). For a Hub file,
-    ``fetch_dataset_file(repo_id, path_in_repo)`` must return the downloaded local path.
-    The name is ``'builtin-v1'``, the local file's name, or the ``hf://`` string.
+    ``hf://datasets/OWNER/NAME[@REVISION]/path/in/repo.jsonl`` (or ``.txt``). For a Hub file,
+    ``fetch_dataset_file`` downloads it and says which commit it came from.
+    The name is ``'builtin-v1'``, the local file's name, or the ``hf://`` string pinned to that
+    commit (``hf://datasets/OWNER/NAME@SHA/path``), so that the report says exactly what was read.
     """
     if spec in ("builtin", BUILTIN_NAME):
         from .corpus_data import builtin_texts
 
         return BUILTIN_NAME, [Document(text=t, input_ids=None, domain=d) for d, t in builtin_texts()]
     if spec.startswith("hf://"):
-        repo_id, path_in_repo = parse_hf_spec(spec)
+        repo_id, revision, path_in_repo = parse_hf_spec(spec)
         if fetch_dataset_file is None:
             raise UsageError(f"corpus {spec} is a Hub file, but no way to download it was given")
-        local = Path(fetch_dataset_file(repo_id, path_in_repo))
-        return spec, _read_file(local, display=spec, suffix=Path(path_in_repo).suffix.lower())
+        local, sha = fetch_dataset_file(repo_id, path_in_repo, revision)
+        docs = _read_file(Path(local), display=spec, suffix=Path(path_in_repo).suffix.lower())
+        return f"{_HF_PREFIX}{repo_id}@{sha}/{path_in_repo}", docs
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".txt"):
@@ -97,19 +101,20 @@ def load_documents(
     return path.name, _read_file(path, display=path.name, suffix=suffix)
 
 
-def parse_hf_spec(spec: str) -> tuple[str, str]:
-    """Split ``hf://datasets/OWNER/NAME/path/in/repo.jsonl`` into ``('OWNER/NAME', 'path/in/repo.jsonl')``."""
+def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
+    """Split ``hf://datasets/OWNER/NAME[@REVISION]/path/in/repo.jsonl`` into
+    ``('OWNER/NAME', 'REVISION' or None, 'path/in/repo.jsonl')``."""
     m = _HF_RE.match(spec)
-    expected = "expected hf://datasets/OWNER/NAME/path/in/repo.jsonl (or .txt)"
+    expected = "expected hf://datasets/OWNER/NAME[@REVISION]/path/in/repo.jsonl (or .txt)"
     if not m or not spec.startswith(_HF_PREFIX):
         raise CorpusError(f"malformed Hub corpus {spec!r}; {expected}", path=spec)
-    owner, name, path_in_repo = m.groups()
+    owner, name, revision, path_in_repo = m.groups()
     parts = path_in_repo.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise CorpusError(f"malformed Hub corpus {spec!r}; {expected}", path=spec)
     if Path(path_in_repo).suffix.lower() not in (".jsonl", ".txt"):
         raise CorpusError(f"unsupported Hub corpus file {spec!r}; {expected}", path=spec)
-    return f"{owner}/{name}", path_in_repo
+    return f"{owner}/{name}", revision, path_in_repo
 
 
 def _read_file(path: Path, *, display: str, suffix: str) -> list[Document]:

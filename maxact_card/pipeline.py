@@ -67,7 +67,10 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         return hub_obj
 
     # The corpus is read first: a bad corpus file fails before any model is downloaded or loaded.
-    fetch = (lambda repo, path: hub_factory().download_dataset_file(repo, path)) if o.corpus.startswith("hf://") else None
+    def fetch(repo: str, path: str, revision: Optional[str]) -> tuple[Path, str]:
+        sha = hub_factory().resolve_revision(repo, revision, repo_type="dataset")
+        return hub_factory().download_dataset_file(repo, path, sha), sha
+
     name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))

@@ -308,19 +308,24 @@ def test_hf_spec_fetches_through_callable(tmp_path):
     local = write(tmp_path, "downloaded.jsonl", '{"text": "hello"}\n')
     calls = []
 
-    def fetch(repo_id, path_in_repo):
-        calls.append((repo_id, path_in_repo))
-        return local
+    def fetch(repo_id, path_in_repo, revision):
+        calls.append((repo_id, path_in_repo, revision))
+        return local, "f" * 40
 
     spec = "hf://datasets/some-org/my.data/sub/dir/file.jsonl"
     name, documents = load_documents(spec, fetch_dataset_file=fetch)
-    assert calls == [("some-org/my.data", "sub/dir/file.jsonl")]
-    assert name == spec
+    assert calls == [("some-org/my.data", "sub/dir/file.jsonl", None)]
+    assert name == "hf://datasets/some-org/my.data@" + "f" * 40 + "/sub/dir/file.jsonl"  # pinned to the commit
     assert documents == [Document(text="hello", input_ids=None, domain="default")]
+    name, _ = load_documents("hf://datasets/some-org/my.data@v1.0/sub/dir/file.jsonl", fetch_dataset_file=fetch)
+    assert calls[-1] == ("some-org/my.data", "sub/dir/file.jsonl", "v1.0")
+    assert name == "hf://datasets/some-org/my.data@" + "f" * 40 + "/sub/dir/file.jsonl"
 
 
 def test_hf_spec_txt_and_parse():
-    assert parse_hf_spec("hf://datasets/a/b/c.txt") == ("a/b", "c.txt")
+    assert parse_hf_spec("hf://datasets/a/b/c.txt") == ("a/b", None, "c.txt")
+    assert parse_hf_spec("hf://datasets/a/b.c@main/d/e.jsonl") == ("a/b.c", "main", "d/e.jsonl")
+    assert parse_hf_spec("hf://datasets/a/b@0123abc/e.txt") == ("a/b", "0123abc", "e.txt")
 
 
 @pytest.mark.parametrize(
@@ -332,11 +337,12 @@ def test_hf_spec_txt_and_parse():
         "hf://datasets/owner/name/file.parquet",
         "hf://datasets/owner/name/../file.jsonl",
         "hf://datasets//name/file.jsonl",
+        "hf://datasets/owner/name@/file.jsonl",
     ],
 )
 def test_hf_spec_malformed(spec):
-    with pytest.raises(CorpusError, match=r"expected hf://datasets/OWNER/NAME/path/in/repo\.jsonl"):
-        load_documents(spec, fetch_dataset_file=lambda r, p: Path("/nonexistent"))
+    with pytest.raises(CorpusError, match=r"expected hf://datasets/OWNER/NAME\[@REVISION\]/path/in/repo\.jsonl"):
+        load_documents(spec, fetch_dataset_file=lambda r, p, v: (Path("/nonexistent"), "0" * 40))
 
 
 def test_hf_spec_without_fetcher():
@@ -348,7 +354,7 @@ def test_hf_error_messages_use_the_spec(tmp_path):
     local = write(tmp_path, "x.jsonl", '{"text": "ok"}\nnot json\n')
     spec = "hf://datasets/a/b/x.jsonl"
     with pytest.raises(CorpusError, match=r"^hf://datasets/a/b/x\.jsonl line 2: not valid JSON"):
-        load_documents(spec, fetch_dataset_file=lambda r, p: local)
+        load_documents(spec, fetch_dataset_file=lambda r, p, v: (local, "0" * 40))
 
 
 # ---------------------------------------------------------------------------------------------

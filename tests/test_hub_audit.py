@@ -134,18 +134,26 @@ def test_corpus_from_a_hub_dataset_file(hub, tiny_files, tmp_path: Path):
     lines = [json.dumps({"text": " ".join(f"w{4 + (i * 7 + j) % 120}" for j in range(5 + i)), "domain": "d"})
              for i in range(6)]
     data = ("\n".join(lines) + "\n").encode()
-    hub.create_repo("org/ds", {"data/train.jsonl": data, "data/other.jsonl": data, "README.md": b"# ds\n"},
-                    repo_type="dataset")
+    first = hub.create_repo("org/ds", {"data/train.jsonl": data, "data/other.jsonl": data, "README.md": b"# ds\n"},
+                            repo_type="dataset")
+    latest = hub.add_commit("org/ds", {"data/train.jsonl": data.replace(b'"d"', b'"e"')}, repo_type="dataset")
     spec = "hf://datasets/org/ds/data/train.jsonl"
     out = tmp_path / "out"
     result = invoke(["audit", REPO, "--corpus", spec, "--samples", "4", "--max-seq-len", "32",
                      "--no-quant-check", "--no-progress", "-o", str(out)])
     assert result.exit_code == 0, result.output
     report = Report.load(out / "maxact_report.json")
-    assert report.corpus.name == spec
-    assert report.corpus.samples == 4 and report.corpus.domains == {"d": 4}
+    pinned = f"hf://datasets/org/ds@{latest}/data/train.jsonl"  # the commit main pointed to
+    assert report.corpus.name == pinned
+    assert report.corpus.samples == 4 and report.corpus.domains == {"e": 4}
     assert hub.requested_files("org/ds", repo_type="dataset") == {"data/train.jsonl"}
-    assert f"corpus {spec}: 4 samples" in result.stdout
+    assert f"corpus {pinned}: 4 samples" in result.stdout
+
+    result = invoke(["audit", REPO, "--corpus", f"hf://datasets/org/ds@{first}/data/train.jsonl", "--samples", "4",
+                     "--max-seq-len", "32", "--no-quant-check", "--no-progress", "-o", str(tmp_path / "first")])
+    assert result.exit_code == 0, result.output
+    report = Report.load(tmp_path / "first" / "maxact_report.json")
+    assert report.corpus.name == f"hf://datasets/org/ds@{first}/data/train.jsonl" and report.corpus.domains == {"d": 4}
 
     result = invoke(["audit", REPO, "--corpus", "hf://datasets/org/ds/data/missing.jsonl", *SMALL[2:],
                      "-o", str(tmp_path / "missing")])
