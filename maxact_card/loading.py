@@ -84,14 +84,22 @@ def pick_device(device: str) -> str:
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return "mps"
         return "cpu"
     if device == "cpu" or device == "mps" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        if device == "mps" and not _mps_available():
+            raise UsageError("--device mps: no MPS device is available here (Apple silicon only); use --device cpu")
         return device
     raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool,

@@ -50,10 +50,18 @@ def _stats_thread() -> ThreadPoolExecutor:
 
 
 def _observe(fn: Callable[[torch.Tensor], None], x: torch.Tensor) -> None:
+    if x.device.type == "mps":
+        # MPS has no float64 for the sums; Apple silicon's memory is shared, so the statistics read a
+        # host copy and take the CPU path.
+        x = x.cpu()
     if x.device.type != "cpu":
         fn(x)
         return
     _stats_thread().submit(_call_in_mode, fn, x, torch.is_inference_mode_enabled()).result()
+
+
+def _keep(fn: Callable[[torch.Tensor], None], x: torch.Tensor) -> None:
+    fn(x)
 
 
 @functools.cache
@@ -77,27 +85,31 @@ def _call_in_mode(fn: Callable[[torch.Tensor], None], x: torch.Tensor, inference
         fn(x)
 
 
-def _register(site: Site, fn: Callable[[torch.Tensor], None], state: Any) -> torch.utils.hooks.RemovableHandle:
+def _register(site: Site, fn: Callable[[torch.Tensor], None], state: Any, call: Callable) -> torch.utils.hooks.RemovableHandle:
     if site.capture == "input":
 
         def pre_hook(module, args, kwargs):
-            _observe(fn, activation(site, args[0] if args else kwargs["hidden_states"], state.ctx))
+            call(fn, activation(site, args[0] if args else kwargs["hidden_states"], state.ctx))
 
         return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(module, args, output):
-        _observe(fn, activation(site, output, state.ctx))
+        call(fn, activation(site, output, state.ctx))
 
     return site.module.register_forward_hook(hook)
 
 
 @contextlib.contextmanager
-def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]], state: Any) -> Iterator[None]:
-    """Hooks calling fns[i] with sites[i]'s activation; `state.ctx` is the batch in flight. Always removed."""
+def hooked(sites: Sequence[Site], fns: Sequence[Callable[[torch.Tensor], None]], state: Any, *,
+           statistics: bool = True) -> Iterator[None]:
+    """Hooks calling fns[i] with sites[i]'s activation; `state.ctx` is the batch in flight. Always removed.
+    `statistics`: the fns reduce the activation (on the CPU, on the worker thread); else they get
+    the tensor itself, where the forward pass has it."""
     handles = []
+    call = _observe if statistics else _keep
     try:
         for site, fn in zip(sites, fns):
-            handles.append(_register(site, fn, state))
+            handles.append(_register(site, fn, state, call))
         yield
     finally:
         for h in handles:

@@ -136,20 +136,23 @@ class Evaluation:
 
     @contextlib.contextmanager
     def baseline_hooks(self) -> Iterator[None]:
-        fns = [self._error_fn(s) for s in self.sites] + [self._keep_hidden]
-        with hooked([*self.sites, self.final_norm], fns, self):
+        with hooked(self.sites, [self._error_fn(s) for s in self.sites], self), self._hidden_hook():
             yield
 
     @contextlib.contextmanager
     def quantized_hooks(self, fmt: str) -> Iterator[None]:
         """Every linear layer's input fake-quantized with `fmt`, each with its own calibrated scale."""
         with contextlib.ExitStack() as stack:
-            stack.enter_context(hooked([self.final_norm], [self._keep_hidden], self))
+            stack.enter_context(self._hidden_hook())
             for li in self.inputs:
                 q = next(q for q in self.quantizers[li.site.name] if q.name == fmt)
                 for lin in li.linears:
                     stack.enter_context(_quantize_inputs(lin, q))
             yield
+
+    def _hidden_hook(self) -> contextlib.AbstractContextManager[None]:
+        """Keeps the final norm's output, on its device, for the loss."""
+        return hooked([self.final_norm], [self._keep_hidden], self, statistics=False)
 
     def _error_fn(self, site: Site) -> Callable[[torch.Tensor], None]:
         qs = self.quantizers.get(site.name, ())

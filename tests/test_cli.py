@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 import maxact_card
@@ -222,7 +223,13 @@ ERROR_CASES = {
                           ["--write-card needs a local checkpoint directory"]),
     "revision-on-local": (None, lambda tmp: ["--revision", "main"], ["--revision applies to Hub repos only"]),
     "clip-percentile": (None, lambda tmp: ["--clip-percentiles", "99.9,100"], ["--clip-percentiles"]),
+    "device-unknown": (None, lambda tmp: ["--device", "tpu"], ["--device must be auto, cpu, cuda, cuda:N or mps"]),
+    # Linux has no MPS device; an unavailable device is refused before anything is loaded onto it.
+    "device-mps-absent": (None, lambda tmp: ["--device", "mps"], ["--device mps: no MPS device is available"]),
 }
+if not torch.cuda.is_available():
+    ERROR_CASES["device-cuda-absent"] = (None, lambda tmp: ["--device", "cuda:1"],
+                                         ["--device cuda:1: no CUDA device is available here; use --device cpu"])
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_one_line_errors_and_no_partial_output(case: str, tiny_dir: Path, tmp_path: Path, monkeypatch):
     make_model, make_args, needles = ERROR_CASES[case]
