@@ -288,3 +288,35 @@ def test_action_runs_the_real_cli_on_a_tiny_model(tmp_path: Path):
     assert report.peak is not None and float(got["max-activation"]) == report.peak.abs
     assert got["fp16-safe"] == ("true" if report.fp16_safe else "false")
     assert report.corpus.samples == 4 and report.model.device == "cpu"
+
+
+@pytest.mark.slow
+def test_action_opens_the_card_pull_request_on_the_test_hub(hub, tmp_path: Path):
+    """The audit and outputs steps with the real CLI against the Hub test server: a tiny model repo,
+    pinned to a revision, gets its pull request; the token is used and never printed."""
+    from hubserver import read_dir
+    from models import save_tiny
+    from maxact_card.publish import FILES, PR_TITLE
+    from maxact_card.report import Report
+
+    sha = hub.create_repo("org/tiny", read_dir(save_tiny(tmp_path / "ckpt")))
+    hub.add_commit("org/tiny", {"README.md": b"# later\n"})  # main moves on; the audit stays on `sha`
+    hub.add_token(TOKEN, user="alice", role="write")
+    (tmp_path / "bin").mkdir()
+    inputs = {"model": "org/tiny", "revision": sha, "open-pr": "true", "hf-token": TOKEN, "samples": "4",
+              "device": "cpu", "extra-args": "--max-seq-len 32 --no-quant-check --no-progress"}
+    audit, out, outputs = run_action(inputs, tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    for proc in (audit, out):
+        assert TOKEN not in proc.stdout + proc.stderr
+    assert f"pull request: {hub.url}/org/tiny/discussions/1" in audit.stdout
+
+    pr, = hub.pull_requests("org/tiny")
+    assert (pr.title, pr.author, pr.base_sha) == (PR_TITLE, "alice", sha)
+    files = hub.files_at("org/tiny", "refs/pr/1")
+    assert set(FILES) <= set(files)
+    report = Report.load(outputs["outputs"]["report-path"])
+    assert report.model.revision == sha and Report.from_json(files["maxact_report.json"].decode()) == report
+    assert float(outputs["outputs"]["max-activation"]) == report.peak.abs
+    assert outputs["outputs"]["fp16-safe"] == "true"
