@@ -179,6 +179,12 @@ def _from_pretrained(source: Source, dtype: str, device_map: Optional[str], kw: 
     return model, tokenizer, torch_dtype
 
 
+def text_config(config: Any) -> Any:
+    """The language model's part of a config (a vision-language model's text_config), else the config."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
 def resolve_dtype(dtype: str, config: Any, gguf: bool):
     import torch
 
@@ -186,7 +192,7 @@ def resolve_dtype(dtype: str, config: Any, gguf: bool):
         return getattr(torch, dtype)
     if gguf:
         return torch.float32  # GGUF tensors are de-quantized to float32
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     found = getattr(text, "dtype", None) or getattr(config, "dtype", None)
     if isinstance(found, str):
         found = getattr(torch, found, None)

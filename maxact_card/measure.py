@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedArchitectureError, UsageError
+from .loading import text_config
 from .probe import Probe, estimate_batch_size, forward, peak_of, run_batches
 from .report import QuantReport, SiteStats
 from .sites import ModelSites
@@ -96,7 +97,7 @@ def measure(
         if final_norm is None:
             raise UnsupportedArchitectureError("no final norm found, so the loss cannot be computed; "
                                                "run with --no-quant-check")
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        cfg = text_config(model.config)
         formats = e2e_formats(percentiles)
         ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
                         model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None))

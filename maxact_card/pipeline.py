@@ -49,7 +49,7 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
 
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
     from .corpus import load_documents, select, tokenize
-    from .loading import load
+    from .loading import load, text_config
     from .measure import measure
     from .probe import kind_maxima, peak_of
     from .progress import progress_bar
@@ -81,7 +81,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     t_load = time.perf_counter() - t0
 
     cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text_cfg = text_config(cfg)
     seq_len = o.max_seq_len
     context = getattr(text_cfg, "max_position_embeddings", None)
     if isinstance(context, int) and 0 < context < seq_len:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
+from .loading import text_config
 from .report import HEADLINE_KINDS, KIND_ORDER, KindMax, Peak, SiteStats
 from .sites import ModelSites, Site
 from .stats import BatchContext, SiteAccumulator
@@ -255,7 +256,7 @@ CPU_BATCH_TOKENS = 2048
 def estimate_batch_size(model: nn.Module, max_seq_len: int, with_logits: bool) -> int:
     """A starting batch size from free memory and the model's widths; OOM halving corrects it."""
     cfg = getattr(model, "config", None)
-    text = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    text = text_config(cfg)
     hidden = getattr(text, "hidden_size", 4096) or 4096
     inter = getattr(text, "intermediate_size", 4 * hidden) or 4 * hidden
     heads = getattr(text, "num_attention_heads", 32) or 32
