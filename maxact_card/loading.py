@@ -114,9 +114,7 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
     hf_logging.set_verbosity_error()
     if not progress:
         hf_logging.disable_progress_bar()
-    with contextlib.ExitStack() as stack:
-        if not progress and source.gguf_file:
-            stack.enter_context(_quiet_gguf_bar())
+    with _quiet_gguf_bar() if not progress and source.gguf_file else contextlib.nullcontext():
         model, tokenizer, torch_dtype = _from_pretrained(source, dtype, device_map, kw)
     if not device_map:
         model.to(dev)
