@@ -74,3 +74,7 @@ class ThresholdExceeded(MaxActCardError):
     """M exceeded --fail-above (exit code 3)."""
 
     exit_code = 3
+
+
+class DistributedError(MaxActCardError, RuntimeError):
+    """The processes of a data-parallel run disagree, or one of them stopped."""

@@ -51,7 +51,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     from .corpus import load_documents, select, tokenize
     from .loading import load, text_config
     from .measure import measure
-    from .probe import kind_maxima, peak_of
+    from .measure import kind_maxima, peak_of
     from .progress import progress_bar
     from .sites import find_sites
 

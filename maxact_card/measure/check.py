@@ -1,42 +1,35 @@
-"""The INT8/FP8 check: calibrate scales on one part of the corpus, measure on the other.
+"""The INT8/FP8 check's wiring: which tensors are quantized, and the hooks of its two passes.
 
-Pass 1 (calibration samples): the probe, plus absmax and log-histogram of every quantized site.
+Pass 1 (calibration samples): the probe, plus a range observer on every quantized site.
 Pass 2 (evaluation samples): each batch runs unquantized (the probe, the per-site errors and the
 baseline loss read it), then once per end-to-end format with every linear layer's input
-fake-quantized. The data is read once; the evaluation pass does (1 + formats) forwards per batch,
-each on exactly the shapes of the unquantized one, so an identity quantizer gives Delta NLL = 0.
+fake-quantized. The data is read once; each forward of a batch has exactly the shapes of the
+unquantized one, so an identity quantizer gives Delta NLL = 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .probe import hooked
-from .quant import (
-    NLLAccumulator,
-    QuantErrorAccumulator,
-    Quantizer,
-    RowSums,
-    build_verdicts,
-    end_to_end,
-    percentile_format,
-    recommendation,
-    site_quantizers,
-)
-from .report import LINEAR_INPUT_SUFFIXES, QuantReport
-from .sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
-from .stats import BatchContext, RangeAccumulator
+from ..quant import Quantizer, RowSums, build_verdicts, end_to_end, recommendation, site_quantizers
+from ..report import LINEAR_INPUT_SUFFIXES, QuantReport
+from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
+from .context import BatchContext
+from .hooks import hooked
+from .observers import Observer
+from .quant_observers import ErrorObserver, LossObserver, RangeObserver
 
 # Probe sites whose own quantization error is reported (besides every linear layer's input).
 ERROR_KINDS = ("attn", "mlp", "residual")
 # Linear layers that read the same tensor as a sibling: measured once, under the sibling's name.
 SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
+LOSS_CHUNK = 128  # positions whose logits are computed at a time
 
 
 @dataclass(frozen=True)
@@ -93,20 +86,21 @@ class Calibration:
 
     def __init__(self, sites: Sequence[Site]) -> None:
         self.sites = list(sites)
-        self.accs = [RangeAccumulator() for _ in self.sites]
-        self.ctx: Optional[BatchContext] = None
+        self.ranges = [RangeObserver() for _ in self.sites]
 
-    def hooks(self) -> contextlib.AbstractContextManager[None]:
-        fns = [lambda x, acc=acc: acc.update(x, self.ctx) for acc in self.accs]
-        return hooked(self.sites, fns, self)
+    def observers(self) -> list[Observer]:
+        return list(self.ranges)
+
+    def hooks(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
+        return hooked(self.sites, [r.update for r in self.ranges], ctx)
 
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
-        for site, acc in zip(self.sites, self.accs):
-            if acc.absmax is None:
+        for site, r in zip(self.sites, self.ranges):
+            if not r.hist.sum() > 0:  # never saw a real token
                 continue
-            values = acc.quantiles({f"p{p:g}": p / 100 for p in percentiles})
-            absmax = acc.absmax.float()
+            values = r.quantiles({f"p{p:g}": p / 100 for p in percentiles})
+            absmax = r.absmax.float()
             clip = {p: min(values[f"p{p:g}"], float(absmax)) for p in percentiles}
             out[site.name] = site_quantizers(absmax, clip, device=absmax.device)
         return out
@@ -123,66 +117,73 @@ class Evaluation:
     final_norm: Site
     lm_head: nn.Module
     softcap: Optional[float]
+    errors: dict = field(init=False)
+    losses: list = field(init=False)
 
     def __post_init__(self) -> None:
-        self.errors = {(s.name, q.name): QuantErrorAccumulator() for s in self.sites
-                       for q in self.quantizers.get(s.name, ())}
-        self.nll = [NLLAccumulator() for _ in range(1 + len(self.e2e_formats))]
-        self.ctx: Optional[BatchContext] = None
+        self.errors = {(s.name, q.name): ErrorObserver() for s in self.sites for q in self.quantizers.get(s.name, ())}
+        self.losses = [LossObserver() for _ in range(1 + len(self.e2e_formats))]
         self.hidden: Optional[torch.Tensor] = None
 
-    def stateful(self) -> list:
-        return list(self.errors.values()) + self.nll
+    def observers(self) -> list[Observer]:
+        return list(self.errors.values()) + self.losses
 
     @contextlib.contextmanager
-    def baseline_hooks(self) -> Iterator[None]:
-        with hooked(self.sites, [self._error_fn(s) for s in self.sites], self), self._hidden_hook():
+    def baseline_hooks(self, ctx: BatchContext) -> Iterator[None]:
+        with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx), self._hidden_hook(ctx):
             yield
 
     @contextlib.contextmanager
-    def quantized_hooks(self, fmt: str) -> Iterator[None]:
-        """Every linear layer's input fake-quantized with `fmt`, each with its own calibrated scale."""
+    def quantized_hooks(self, fmt: str, ctx: BatchContext) -> Iterator[None]:
+        """Every linear layer's input fake-quantized with `fmt`, each with its own calibrated scale;
+        siblings that read the same tensor share one quantized copy."""
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self._hidden_hook())
+            stack.enter_context(self._hidden_hook(ctx))
             for li in self.inputs:
                 q = next(q for q in self.quantizers[li.site.name] if q.name == fmt)
-                for lin in li.linears:
-                    stack.enter_context(_quantize_inputs(lin, q))
+                stack.enter_context(_quantize_inputs(li.linears, q))
             yield
 
-    def _hidden_hook(self) -> contextlib.AbstractContextManager[None]:
+    def _hidden_hook(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
         """Keeps the final norm's output, on its device, for the loss."""
-        return hooked([self.final_norm], [self._keep_hidden], self, statistics=False)
+        return hooked([self.final_norm], [self._keep_hidden], ctx, statistics=False)
 
-    def _error_fn(self, site: Site) -> Callable[[torch.Tensor], None]:
+    def _error_fn(self, site: Site) -> Callable[[torch.Tensor, BatchContext], None]:
         qs = self.quantizers.get(site.name, ())
 
-        def fn(x: torch.Tensor) -> None:
+        def fn(x: torch.Tensor, ctx: BatchContext) -> None:
             rows = RowSums.of(x) if x.device.type == "cpu" else None  # shared by every format
             for q in qs:
-                self.errors[(site.name, q.name)].update(x, q(x), self.ctx.valid, q.clip_threshold, rows)
+                self.errors[(site.name, q.name)].update(x, ctx, q(x), q.clip_threshold, rows)
 
         return fn
 
-    def _keep_hidden(self, x: torch.Tensor) -> None:
+    def _keep_hidden(self, x: torch.Tensor, ctx: BatchContext) -> None:
         self.hidden = x
 
-    def loss(self, copy: int) -> None:
-        """Next-token NLL from the final hidden states the hook kept (logits in chunks of 128)."""
-        ids, valid, h = self.ctx.input_ids, self.ctx.valid, self.hidden[:, :-1]
+    def loss(self, copy: int, ctx: BatchContext) -> None:
+        """Next-token NLL from the final hidden states the hook kept (logits in chunks)."""
+        ids, valid, h = ctx.input_ids, ctx.valid, self.hidden[:, :-1]
         targets, mask = ids[:, 1:], valid[:, 1:] & valid[:, :-1]
-        for start in range(0, h.shape[1], 128):
-            logits = self.lm_head(h[:, start : start + 128])
+        for start in range(0, h.shape[1], LOSS_CHUNK):
+            logits = self.lm_head(h[:, start : start + LOSS_CHUNK])
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            self.nll[copy].update(logits, targets[:, start : start + 128], mask[:, start : start + 128])
+            stop = start + LOSS_CHUNK
+            self.losses[copy].update(logits, targets[:, start:stop].to(logits.device), mask[:, start:stop].to(logits.device))
         self.hidden = None
 
     def report(self, calib_samples: int, eval_samples: int, eval_tokens: int, site_layers: dict[str, Optional[int]],
                peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int) -> QuantReport:
-        site_errors = tuple(acc.to_site_error(name, site_layers[name], fmt) for (name, fmt), acc in self.errors.items())
-        base = self.nll[0].result()
-        e2e = tuple(end_to_end(fmt, acc.result(), base) for fmt, acc in zip(self.e2e_formats, self.nll[1:]))
+        from ..report import SiteQuantError
+
+        site_errors = []
+        for (name, fmt), obs in self.errors.items():
+            r = obs.result()
+            site_errors.append(SiteQuantError(site=name, layer=site_layers[name], format=fmt, sqnr_db=r["sqnr_db"],
+                                              rel_rmse=r["rel_rmse"], rel_mae=r["rel_mae"], clip_rate=r["clip_rate"]))
+        base = self.losses[0].result()
+        e2e = tuple(end_to_end(fmt, obs.result(), base) for fmt, obs in zip(self.e2e_formats, self.losses[1:]))
         linear = [e for e in site_errors if e.site.endswith(LINEAR_INPUT_SUFFIXES)]
         verdicts = build_verdicts(linear, e2e, peak_abs, site_absmax, nonfinite)
         return QuantReport(
@@ -191,7 +192,7 @@ class Evaluation:
             eval_tokens=eval_tokens,
             baseline_nll=base,
             baseline_ppl=math.exp(base) if base < 700 else math.inf,
-            sites=site_errors,
+            sites=tuple(site_errors),
             end_to_end=e2e,
             verdicts=verdicts,
             recommendation=recommendation(verdicts, linear),
@@ -199,19 +200,24 @@ class Evaluation:
 
 
 @contextlib.contextmanager
-def _quantize_inputs(linear: nn.Module, q: Quantizer) -> Iterator[None]:
+def _quantize_inputs(linears: Sequence[nn.Module], q: Quantizer) -> Iterator[None]:
+    """Pre-hooks feeding q(input) to each of `linears`; one quantization per input tensor."""
+    last: list = [None, None]  # the input seen last, and its quantized copy
+
+    def quantized(x: torch.Tensor) -> torch.Tensor:
+        if last[0] is not x:
+            last[0], last[1] = x, q(x)
+        return last[1]
+
     def pre_hook(module, args, kwargs):
         if args:
-            return (q(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": q(kwargs["hidden_states"])}
+            return (quantized(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": quantized(kwargs["hidden_states"])}
 
-    handle = linear.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    handles = [lin.register_forward_pre_hook(pre_hook, with_kwargs=True) for lin in linears]
     try:
         yield
     finally:
-        handle.remove()
-
-
-def e2e_formats(percentiles: Sequence[float]) -> tuple[str, ...]:
-    """W16A8 end-to-end formats: static INT8 for each scale policy, per-token INT8, FP8 E4M3."""
-    return ("int8_absmax", *(percentile_format(p) for p in percentiles), "int8_per_token", "fp8_e4m3")
+        for h in handles:
+            h.remove()
+        last.clear()

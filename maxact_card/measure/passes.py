@@ -1,0 +1,184 @@
+"""The forward passes of an audit: the probe over every sample, and the INT8/FP8 check.
+
+Without the check: one pass over all samples. With it: pass 1 over the calibration samples
+(probe + calibration ranges), pass 2 over the evaluation samples (probe + per-site errors + the
+loss of the unquantized model and of each format; see check.py). In a data-parallel run each
+process takes its share of each pass's batches; the calibration is merged between the passes
+(every process quantizes with the same scales) and everything else at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError, UsageError
+from ..loading import text_config
+from ..quant import e2e_formats
+from ..report import QuantReport, SiteStats
+from ..sites import ModelSites
+from .batches import estimate_batch_size, plan_batches, run_batches
+from .check import Calibration, Evaluation, error_sites, linear_inputs
+from .context import BatchContext
+from .distributed import Group
+from .hooks import forward, hooked, input_device
+from .results import peak_of
+from .site_stats import SiteBank, SiteInfo
+
+# Every 8th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
+HIST_STRIDE = 8
+MAX_RERUNS = 2  # a site's mode changes at most twice: to `massive`, then to `exact`
+
+Advance = Callable[[int, int], None]  # (samples, tokens) just done
+# progress(total samples, description) opens the progress display of one pass.
+Progress = Callable[[int, str], ContextManager[Advance]]
+
+
+def no_progress(total: int, desc: str) -> ContextManager[Advance]:
+    return contextlib.nullcontext(lambda n, t: None)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    sites: tuple[SiteStats, ...]
+    tokens: int
+    probe_s: float
+    quant_s: float
+    quant: Optional[QuantReport]
+    processes: int = 1
+
+
+def site_bank(model_sites: ModelSites, device: torch.device, *, hist_stride: int = HIST_STRIDE,
+              accelerator: Optional[bool] = None) -> SiteBank:
+    infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual") for s in model_sites.sites]
+    return SiteBank(infos, device, hist_stride=hist_stride, accelerator=accelerator)
+
+
+class Probe:
+    """The probe's hooks on a model, and the fold that follows each forward pass."""
+
+    def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
+                 accelerator: Optional[bool] = None) -> None:
+        self.model, self.sites = model, model_sites.sites
+        self.bank = site_bank(model_sites, input_device(model), hist_stride=hist_stride, accelerator=accelerator)
+
+    def hooks(self, ctx: BatchContext) -> ContextManager[None]:
+        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx)
+
+    def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
+        """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
+        hold a massive activation), run the batch again with the probe alone."""
+        for _ in range(MAX_RERUNS + 1):
+            need = self.bank.fold(ctx)
+            if not need:
+                return
+            for site, mode in need:
+                self.bank.set_mode(site, mode)
+            with self.hooks(ctx):
+                forward(self.model, ctx.input_ids, attention_mask)
+        raise RuntimeError("the probe's fold did not settle")  # pragma: no cover - modes only escalate
+
+    def forward(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
+        with self.hooks(ctx):
+            forward(self.model, ctx.input_ids, attention_mask)
+        self.settle(ctx, attention_mask)
+
+
+def measure(
+    model: nn.Module,
+    model_sites: ModelSites,
+    corpus_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    decode: Callable[[int], str],
+    *,
+    batch_size: Optional[int],
+    hist_stride: int = HIST_STRIDE,
+    calib_indices: Optional[Sequence[int]] = None,
+    percentiles: Sequence[float] = (99.9, 99.99),
+    progress: Progress = no_progress,
+    group: Group = Group(),
+    accelerator: Optional[bool] = None,
+) -> Measurement:
+    """The probe over every sample; with `calib_indices`, also the INT8/FP8 check (calibration on
+    those samples, evaluation on the rest). `batch_size=None`: estimate, halve on out-of-memory.
+    Each pass reports to its own `progress` display: an evaluation sample costs 1 + (end-to-end
+    formats) forwards, so one bar over both passes would misjudge the time left. `accelerator`:
+    force the statistics' accelerator path (True) or the CPU path (False); default: by device."""
+    n = len(corpus_ids)
+    check = calib_indices is not None
+    first = list(calib_indices) if check else list(range(n))
+    taken = set(first)
+    rest = [i for i in range(n) if i not in taken]
+    if check and not rest:
+        raise UsageError(f"--calib-samples {len(first)} leaves no samples to evaluate on; "
+                         "lower --calib-samples or raise --samples")
+    probe = Probe(model, model_sites, hist_stride=hist_stride, accelerator=accelerator)
+    lengths = [len(ids) for ids in corpus_ids]
+    adaptive = batch_size is None
+    bs = batch_size or group.smallest(estimate_batch_size(model, max(lengths), with_logits=False))
+    tokens = sum(lengths)  # every token of a sample is real (padding is added)
+    inputs = linear_inputs(model_sites) if check else []
+    cal = Calibration(error_sites(model_sites, inputs)) if check else None
+
+    def calib_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
+        with probe.hooks(ctx), cal.hooks(ctx) if cal is not None else contextlib.nullcontext():
+            forward(model, ctx.input_ids, attention_mask)
+        probe.settle(ctx, attention_mask)
+
+    plan1 = plan_batches(lengths, first, bs)
+    plan = group.share(plan1)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        with progress(sum(len(p.samples) for p in plan), "calibrate" if check else "probe") as advance:
+            bs = run_batches(model, corpus_ids, plan, pad_id, calib_step, adaptive=adaptive,
+                             observers=[probe.bank] + (cal.observers() if cal else []), on_batch=advance,
+                             on_oom=probe.bank.discard)
+        probe_s = time.perf_counter() - start
+        if cal is None:
+            group.merge([probe.bank])
+            return Measurement(probe.bank.result(decode), tokens, probe_s, 0.0, None, group.world)
+        group.merge(cal.observers())
+        final_norm = next((s for s in model_sites.sites if s.kind == "final_norm"), None)
+        if final_norm is None:
+            raise UnsupportedArchitectureError("no final norm found, so the loss cannot be computed; "
+                                               "run with --no-quant-check")
+        cfg = text_config(model.config)
+        formats = e2e_formats(percentiles)
+        ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
+                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None))
+        eval_tokens = sum(lengths[i] for i in rest)
+
+        def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
+            with probe.hooks(ctx), ev.baseline_hooks(ctx):
+                forward(model, ctx.input_ids, attention_mask)
+            ev.loss(0, ctx)
+            probe.settle(ctx, attention_mask)
+            for f, fmt in enumerate(formats, start=1):
+                with ev.quantized_hooks(fmt, ctx):
+                    forward(model, ctx.input_ids, attention_mask)
+                ev.loss(f, ctx)
+
+        def dropped() -> None:
+            probe.bank.discard()
+            ev.hidden = None
+
+        bs = group.smallest(bs)
+        plan = group.share(plan_batches(lengths, rest, bs, first=len(plan1)))
+        start = time.perf_counter()
+        with progress(sum(len(p.samples) for p in plan), f"evaluate (x{1 + len(formats)} forwards)") as advance:
+            run_batches(model, corpus_ids, plan, pad_id, eval_step, adaptive=adaptive,
+                        observers=[probe.bank] + ev.observers(), on_batch=advance, on_oom=dropped)
+        quant_s = time.perf_counter() - start
+        group.merge([probe.bank] + ev.observers())
+    sites = probe.bank.result(decode)
+    peak = peak_of(sites)
+    absmax = {s.name: s.absmax for s in sites if s.absmax is not None}
+    layers = {s.name: s.layer for s in ev.sites}
+    report = ev.report(len(first), len(rest), eval_tokens, layers, peak.abs if peak else None, absmax,
+                       sum(s.nonfinite for s in sites))
+    return Measurement(sites, tokens, probe_s, quant_s, report, group.world)

@@ -1,0 +1,375 @@
+"""Streaming statistics of every probe site: per-row reductions inside the hooks, one fold per forward.
+
+A hook reduces each token row of its activation [B, T, C] into preallocated row buffers, a few
+full-tensor reductions and nothing else: max and min with their channels, the float32 sum and L2
+norm, the histogram bins of every `hist_stride`-th row, and (residual sites) the channel maxima.
+After the forward pass, `fold()` turns the rows of every site at once into the statistics:
+count, max, min, sums, the top rows with their locations (M's location is the first), the
+histogram, the massive-activation count and the non-finite values.
+
+Two per-site modes cost more and are taken only where the data needs them:
+* `exact`: NaN/Inf are counted, located and excluded (masked element by element);
+* `massive`: each row's median |a| is found, for Sun et al.'s massive activations (|a| > 100 and
+  > 1000x the median |a| of its token); a row whose max |a| is at most 100 holds none.
+On the CPU the hook decides (asking the data is free there). On an accelerator a hook never waits
+for the device: `fold()` reports the sites that need a mode they are not in, the batch loop sets
+it and runs the batch again (at most twice per site over a whole audit), and only a clean fold
+commits. Sums cross rows and batches in float64; padding rows never count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..report import ChannelMax, Location, SiteStats, TopValue
+from .context import NO_KEY, BatchContext, Rows
+from .histogram import FINE_BINS, add_fine, coarse, fine_bins, histogram_quantiles
+from .observers import KeepBest, Merge, Observer
+
+TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
+TOP_CHANNELS = 16
+MASSIVE_ABS = 100.0  # Sun et al. 2024: |a| > 100 ...
+MASSIVE_RATIO = 1000.0  # ... and > 1000x the median |a| of its token
+MASSIVE_CHUNK = 128  # candidate rows examined at a time on the CPU
+
+TOP = KeepBest(TOP_K, "top_score", "top_key", ("top_score", "top_key", "top_val", "top_loc"), dim=1)
+FIRST_NONFINITE = KeepBest(1, "nf_score", "nf_key", ("nf_score", "nf_key", "nf_loc"), dim=1)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    kind: str
+    layer: Optional[int]
+    channels: bool = False  # keep per-channel max |a| (residual sites)
+
+
+class _Scratch:
+    """Row buffers of one forward pass for the sites on one device with one dtype."""
+
+    def __init__(self, S: int, N: int, device: torch.device, dtype: torch.dtype) -> None:
+        f32, i64 = torch.float32, torch.int64
+        self.N, self.dtype = N, dtype
+        self.mx = torch.empty(S, N, dtype=dtype, device=device)
+        self.mn = torch.empty(S, N, dtype=dtype, device=device)
+        self.imx = torch.empty(S, N, dtype=i64, device=device)
+        self.imn = torch.empty(S, N, dtype=i64, device=device)
+        self.s1 = torch.empty(S, N, dtype=f32, device=device)
+        self.s2 = torch.empty(S, N, dtype=f32, device=device)
+        self.nf = torch.zeros(S, N, dtype=i64, device=device)  # non-finite values per row (exact mode)
+        self.nfc = torch.zeros(S, N, dtype=i64, device=device)  # first non-finite channel (exact mode)
+        self.mas = torch.zeros(S, N, dtype=i64, device=device)  # massive values per row
+        self.hist = torch.zeros(S, FINE_BINS, dtype=torch.float64, device=device)
+        self.ones = torch.ones((), dtype=torch.float64, device=device)
+        self.sites: list[int] = []
+
+    def clear(self) -> None:
+        self.hist.zero_()
+        self.sites = []
+
+
+class SiteBank(Observer):
+    """Statistics of every probe site, as one observer with a leading site dimension."""
+
+    def __init__(self, sites: Sequence[SiteInfo], device: torch.device | str = "cpu", *, hist_stride: int = 1,
+                 accelerator: Optional[bool] = None) -> None:
+        S, dev = len(sites), torch.device(device)
+        f64, i64 = torch.float64, torch.int64
+        self.sites = tuple(sites)
+        self.hist_stride = hist_stride
+        # None: the accelerator path on every device but the CPU; True forces it (tests, op counts).
+        self.accelerator = accelerator
+        self.count = torch.zeros(S, dtype=i64, device=dev)
+        self.nonfinite = torch.zeros(S, dtype=i64, device=dev)
+        self.max = torch.full((S,), -math.inf, dtype=f64, device=dev)
+        self.min = torch.full((S,), math.inf, dtype=f64, device=dev)
+        self.sum = torch.zeros(S, dtype=f64, device=dev)
+        self.sumsq = torch.zeros(S, dtype=f64, device=dev)
+        self.massive = torch.zeros(S, dtype=i64, device=dev)
+        self.hist = torch.zeros(S, FINE_BINS, dtype=f64, device=dev)
+        self.top_score = torch.full((S, TOP_K), -1.0, dtype=f64, device=dev)
+        self.top_key = torch.full((S, TOP_K), NO_KEY, dtype=i64, device=dev)
+        self.top_val = torch.zeros(S, TOP_K, dtype=f64, device=dev)
+        self.top_loc = torch.full((S, TOP_K, 4), -1, dtype=i64, device=dev)
+        self.nf_score = torch.full((S, 1), -1.0, dtype=f64, device=dev)
+        self.nf_key = torch.full((S, 1), NO_KEY, dtype=i64, device=dev)
+        self.nf_loc = torch.full((S, 1, 4), -1, dtype=i64, device=dev)
+        self.chan_sites = [i for i, s in enumerate(sites) if s.channels]
+        self.chan: Optional[torch.Tensor] = None  # [len(chan_sites), C] float32, once C is known
+        self._chan_scratch: Optional[torch.Tensor] = None
+        self.exact = [False] * S  # accelerator modes, set by the batch loop from fold()'s answer
+        self.massive_mode = [False] * S
+        self._scratch: dict[tuple, _Scratch] = {}
+        self._width = [0] * S
+        self._fired: list[Optional[_Scratch]] = [None] * S
+        self._chan_row = {s: r for r, s in enumerate(self.chan_sites)}
+
+    # -- the observer interface ----------------------------------------------------------------------
+    MERGES_BASE = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
+                   "sum": Merge.SUM, "sumsq": Merge.SUM, "massive": Merge.SUM, "hist": Merge.SUM}
+    GROUPS = (TOP, FIRST_NONFINITE)
+
+    @property
+    def MERGES(self):  # type: ignore[override]
+        return {**self.MERGES_BASE, **({"chan": Merge.MAX} if self.chan is not None else {})}
+
+    def merge(self, other) -> None:
+        theirs = other.state_dict() if isinstance(other, Observer) else other
+        if self.chan is None and "chan" in theirs:
+            self.chan = torch.zeros_like(theirs["chan"], device=self.count.device)
+        super().merge(theirs)
+
+    def load_state_dict(self, state) -> None:
+        if self.chan is None and "chan" in state:
+            self.chan = torch.zeros_like(state["chan"], device=self.count.device)
+        elif self.chan is not None and "chan" not in state:
+            self.chan = None
+        super().load_state_dict(state)
+
+    def hook(self, i: int) -> Callable[[torch.Tensor, BatchContext], None]:
+        return lambda x, ctx: self.update_site(i, x, ctx)
+
+    def update(self, x: torch.Tensor, ctx: BatchContext) -> None:
+        """A bank of one site: the Observer interface's update."""
+        self.update_site(0, x, ctx)
+
+    # -- inside a hook ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_site(self, i: int, x: torch.Tensor, ctx: BatchContext) -> None:
+        ctx = ctx.on(x.device)
+        rows = ctx.rows()
+        C = x.shape[-1]
+        x2 = x.reshape(-1, C)
+        if self._fired[i] is not None:
+            raise RuntimeError(f"probe site {self.sites[i].name} ran twice in one forward pass")
+        key = (x.device, x.dtype, x2.shape[0])
+        sc = self._scratch.get(key)
+        if sc is None:
+            sc = self._scratch[key] = _Scratch(len(self.sites), x2.shape[0], x.device, x.dtype)
+        sc.sites.append(i)
+        self._fired[i] = sc
+        self._width[i] = C
+        offset = ctx.forward % self.hist_stride
+        if self._on_accelerator(x):
+            _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i])
+        else:
+            _cpu_rows(sc, i, x2, rows, offset, self.hist_stride)
+        if i in self._chan_row:
+            self._channels(i, x2, rows, C)
+
+    def _on_accelerator(self, x: torch.Tensor) -> bool:
+        return self.accelerator if self.accelerator is not None else x.device.type != "cpu"
+
+    def _channels(self, i: int, x2: torch.Tensor, rows: Rows, C: int) -> None:
+        if self._chan_scratch is None or self._chan_scratch.shape[1] != C or self._chan_scratch.device != x2.device:
+            self._chan_scratch = torch.zeros(len(self.chan_sites), C, dtype=torch.float32, device=x2.device)
+        out = self._chan_scratch[self._chan_row[i]]
+        if not self._on_accelerator(x2):
+            valid = x2 if bool(rows.valid.all()) else x2[rows.valid]
+            if not bool(torch.isfinite(valid).all()):
+                valid = torch.where(torch.isfinite(valid), valid, 0)
+            if valid.shape[0]:  # max(max, -min): two contiguous reductions, far faster than an inf-norm
+                out.copy_(torch.maximum(valid.amax(0), valid.amin(0).neg()))
+            else:
+                out.zero_()
+            return
+        ok = rows.valid[:, None] & torch.isfinite(x2) if self.exact[i] else rows.valid[:, None]
+        torch.linalg.vector_norm(torch.where(ok, x2, 0), ord=math.inf, dim=0, dtype=torch.float32, out=out)
+
+    # -- after the forward pass -------------------------------------------------------------------------
+    @torch.no_grad()
+    def fold(self, ctx: BatchContext) -> list[tuple[int, str]]:
+        """Commit this forward's rows; or, where a site needs a mode it is not in, commit nothing and
+        return [(site, 'exact' | 'massive'), ...] (the batch must run again with those modes)."""
+        groups = [sc for sc in self._scratch.values() if sc.sites]
+        if not groups:
+            return []
+        f = self._gather(groups)
+        dev = self.count.device
+        rows = ctx.on(dev).rows()
+        S, N = f["mx"].shape
+        fired = torch.tensor([s is not None for s in self._fired], device=dev)
+        live = fired[:, None] & rows.valid[None, :]
+        width = torch.tensor(self._width, dtype=torch.int64, device=dev)
+        rowcount = torch.where(live, width[:, None] - f["nf"], 0)
+        has = rowcount > 0
+        mx, mn = f["mx"], f["mn"]
+        rabs = torch.where(has, torch.maximum(mx, mn.neg()), -1.0)
+        device_path = any(self._on_accelerator(sc.mx) for sc in groups)
+        if device_path and self._wants_modes():
+            need = self._needs(live, mx, mn, rabs)
+            if need:
+                self._discard()
+                return need
+        self.count += rowcount.sum(-1)
+        self.nonfinite += torch.where(live, f["nf"], 0).sum(-1)
+        torch.maximum(self.max, torch.where(has, mx, -math.inf).amax(-1), out=self.max)
+        torch.minimum(self.min, torch.where(has, mn, math.inf).amin(-1), out=self.min)
+        self.sum += torch.where(live, f["s1"], 0).sum(-1)
+        self.sumsq += torch.where(live, f["s2"] * f["s2"], 0).sum(-1)
+        self.massive += torch.where(live, f["mas"], 0).sum(-1)
+        hist_rows = (torch.arange(N, device=dev) % self.hist_stride == ctx.forward % self.hist_stride)
+        pad = (hist_rows & ~rows.valid).sum()
+        zeros = pad * width + torch.where(hist_rows, f["nf"], 0).sum(-1)  # routed to bin 0, not counted
+        f["hist"][:, 0] -= zeros
+        self.hist += torch.where(fired[:, None], f["hist"], 0)
+        imx, imn = f["imx"], f["imn"]
+        chan = torch.where(mx > mn.neg(), imx, torch.where(mn.neg() > mx, imn, torch.minimum(imx, imn)))
+        val = torch.where(chan == imx, mx, mn)
+        loc = torch.cat([rows.loc.expand(S, N, 3), chan[..., None]], dim=-1)
+        self.keep(TOP, {"top_score": rabs, "top_key": rows.key.expand(S, N), "top_val": val, "top_loc": loc})
+        if not device_path or any(self.exact[i] for i, s in enumerate(self._fired) if s is not None):
+            bad = live & (f["nf"] > 0)
+            nf_loc = torch.cat([rows.loc.expand(S, N, 3), f["nfc"][..., None]], dim=-1)
+            self.keep(FIRST_NONFINITE, {"nf_score": torch.where(bad, 0.0, -1.0), "nf_loc": nf_loc,
+                                        "nf_key": torch.where(bad, rows.key.expand(S, N), NO_KEY)})
+        if self._chan_scratch is not None:
+            if self.chan is None:
+                self.chan = torch.zeros_like(self._chan_scratch, device=dev)
+            torch.maximum(self.chan, self._chan_scratch.to(dev), out=self.chan)
+        self._discard()
+        return []
+
+    def _wants_modes(self) -> bool:
+        return not all(self.exact[i] or self.massive_mode[i] for i, s in enumerate(self._fired) if s is not None)
+
+    def _needs(self, live, mx, mn, rabs) -> list[tuple[int, str]]:
+        """One host sync per forward pass: the sites whose rows call for a mode they are not in."""
+        dev = mx.device
+        exact = torch.tensor(self.exact, device=dev)
+        massive = torch.tensor(self.massive_mode, device=dev)
+        bad = (live & ~(torch.isfinite(mx) & torch.isfinite(mn))).any(-1) & ~exact
+        big = (live & (rabs > MASSIVE_ABS)).any(-1) & ~massive & ~exact
+        codes = (bad.to(torch.int8) * 2 + big.to(torch.int8)).tolist()
+        return [(i, "exact" if c >= 2 else "massive") for i, c in enumerate(codes) if c]
+
+    def set_mode(self, site: int, mode: str) -> None:
+        if mode == "exact":
+            self.exact[site] = True
+        self.massive_mode[site] = True
+
+    def _discard(self) -> None:
+        for sc in self._scratch.values():
+            if sc.sites:
+                sc.clear()
+        self._fired = [None] * len(self.sites)
+
+    def discard(self) -> None:
+        """Forget the rows of a forward pass that did not finish (out of memory)."""
+        self._discard()
+
+    def _gather(self, groups: list[_Scratch]) -> dict[str, torch.Tensor]:
+        """The row buffers of every group as one set on the bank's device (float64 values)."""
+        dev = self.count.device
+        names = ("mx", "mn", "imx", "imn", "s1", "s2", "nf", "nfc", "mas", "hist")
+        if len(groups) == 1:
+            sc = groups[0]
+            out = {n: getattr(sc, n).to(dev) for n in names}
+            for n in ("mx", "mn", "s1", "s2"):
+                out[n] = out[n].double()
+            return out
+        out = {}
+        for n in names:
+            parts = [getattr(sc, n).to(dev) for sc in groups]
+            if n in ("mx", "mn", "s1", "s2"):
+                parts = [p.double() for p in parts]
+            merged = parts[0].clone()
+            for sc, p in zip(groups[1:], parts[1:]):
+                idx = torch.tensor(sc.sites, device=dev)
+                merged[idx] = p[idx]
+            out[n] = merged
+        return out
+
+    # -- results ----------------------------------------------------------------------------------------
+    def result(self, decode: Callable[[int], str] = str) -> tuple[SiteStats, ...]:
+        host = {n: t.detach().cpu() for n, t in self.state_dict().items()}
+        return tuple(_site_result(s, i, host, self._chan_row.get(i), decode) for i, s in enumerate(self.sites))
+
+
+def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decode) -> SiteStats:
+    count, nonfinite = int(h["count"][i]), int(h["nonfinite"][i])
+
+    def loc(t: torch.Tensor, sign: int) -> Location:
+        s, p, tok, c = (int(v) for v in t.tolist())
+        return Location(sample=s, position=p, token_id=tok, token=decode(tok), channel=c, sign=sign)
+
+    nf_loc = loc(h["nf_loc"][i, 0], 0) if nonfinite else None
+    if count == 0:
+        return SiteStats(info.name, info.kind, info.layer, 0, nonfinite, nf_loc, None, None, None, None, None, None,
+                         None, {}, (), 0, ())
+    mean = float(h["sum"][i]) / count
+    ms = float(h["sumsq"][i]) / count
+    top = tuple(TopValue(value=float(v), location=loc(l, 1 if v >= 0 else -1))
+                for v, l, sc in zip(h["top_val"][i].tolist(), h["top_loc"][i], h["top_score"][i].tolist()) if sc >= 0)
+    chans: tuple[ChannelMax, ...] = ()
+    if chan_row is not None and "chan" in h:
+        c = h["chan"][chan_row]
+        cv, ci = c.double().topk(min(TOP_CHANNELS, c.numel()))
+        chans = tuple(ChannelMax(channel=int(k), absmax=float(v)) for v, k in zip(cv.tolist(), ci.tolist()))
+    return SiteStats(
+        name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=nf_loc,
+        max=float(h["max"][i]), min=float(h["min"][i]), absmax=abs(top[0].value), absmax_location=top[0].location,
+        mean=mean, std=math.sqrt(max(ms - mean * mean, 0.0)), rms=math.sqrt(ms),
+        quantiles=histogram_quantiles(coarse(h["hist"][i])), top=top, massive=int(h["massive"][i]),
+        top_channels=chans,
+    )
+
+
+# -- the hook's reductions: into row `i` of the scratch buffers --------------------------------------------
+def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, exact: bool,
+                 massive: bool) -> None:
+    """No host sync, no data-dependent shape. Lean: six full-tensor ops."""
+    if exact:
+        ok = torch.isfinite(x2) & rows.valid[:, None]
+        bad = ~ok & rows.valid[:, None]
+        torch.sum(bad, -1, out=sc.nf[i])
+        torch.argmax(bad.to(torch.uint8), -1, out=sc.nfc[i])
+        torch.max(torch.where(ok, x2, -math.inf), -1, out=(sc.mx[i], sc.imx[i]))
+        torch.min(torch.where(ok, x2, math.inf), -1, out=(sc.mn[i], sc.imn[i]))
+        x2 = torch.where(ok, x2, 0)
+    else:
+        torch.max(x2, -1, out=(sc.mx[i], sc.imx[i]))
+        torch.min(x2, -1, out=(sc.mn[i], sc.imn[i]))
+    torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
+    torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
+    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones)
+    if exact or massive:
+        a = x2.abs()
+        med = a.kthvalue((a.shape[-1] - 1) // 2 + 1, -1).values
+        thr = torch.clamp(med * MASSIVE_RATIO, min=MASSIVE_ABS)
+        torch.sum(a > thr[:, None], -1, out=sc.mas[i])
+
+
+def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int) -> None:
+    """The same reductions on the CPU, where reading a value costs nothing: a row with NaN/Inf takes
+    the exact path; massive-activation medians only for rows that can hold one."""
+    mx, imx = x2.max(-1)
+    mn, imn = x2.min(-1)
+    bad_rows = ~(torch.isfinite(mx) & torch.isfinite(mn)) & rows.valid
+    if bool(bad_rows.any()):
+        _device_rows(sc, i, x2, rows, offset, stride, exact=True, massive=True)
+        return
+    sc.mx[i], sc.imx[i], sc.mn[i], sc.imn[i] = mx, imx, mn, imn
+    sc.nf[i].zero_()
+    torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
+    torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
+    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]))
+    sc.mas[i].zero_()
+    rabs = torch.maximum(mx, mn.neg())
+    cand = ((rabs > MASSIVE_ABS) & rows.valid).nonzero().reshape(-1)
+    C = x2.shape[-1]
+    for start in range(0, cand.numel(), MASSIVE_CHUNK):
+        r = cand[start : start + MASSIVE_CHUNK]
+        a = x2.index_select(0, r).abs_()
+        # A row whose median is already >= max/1000 holds none: fewer than (C-1)//2 + 1 of its
+        # values lie below max/1000. One comparison settles most rows; the rest get a median.
+        below = (a < (rabs[r] / MASSIVE_RATIO)[:, None].to(a.dtype)).sum(-1)
+        keep = below > (C - 1) // 2
+        if bool(keep.any()):
+            a, r = a[keep], r[keep]
+            thr = torch.clamp(a.median(-1).values * MASSIVE_RATIO, min=MASSIVE_ABS)
+            sc.mas[i].index_copy_(0, r, (a > thr[:, None]).sum(-1))
