@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
+from maxact_card.measure import kind_maxima, peak_of
+from maxact_card.quant import build_verdicts, end_to_end, fp16_safe, headroom, recommendation
 from maxact_card.report import (
-    HEADLINE_KINDS,
     SCHEMA_VERSION,
     ChannelMax,
     CorpusRecord,
-    EndToEnd,
-    Headroom,
-    KindMax,
     Location,
     ModelRecord,
-    Peak,
     QuantReport,
     Report,
     SiteQuantError,
     SiteStats,
     Timings,
     TopValue,
-    Verdict,
 )
 
 NUM_LAYERS = 4
 REVISION = "3f1c0a9d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
-FP16_MAX = 65504.0
-BF16_MAX = 3.3895313892515355e38
-FP8_E4M3_MAX = 448.0
 
 # |a| per layer and site kind, before `scale`: layer 2's residual stream carries the massive activation.
 _LAYER_ABSMAX = {
@@ -91,46 +85,13 @@ def make_sites(scale: float = 1.0) -> tuple[SiteStats, ...]:
     return tuple(sites)
 
 
-def _kinds(sites: tuple[SiteStats, ...]) -> tuple[KindMax, ...]:
-    best: dict[str, SiteStats] = {}
-    for s in sites:
-        if s.kind not in best or (s.absmax or 0.0) > (best[s.kind].absmax or 0.0):
-            best[s.kind] = s
-    order = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm")
-    return tuple(KindMax(kind=k, absmax=best[k].absmax or 0.0, site=best[k].name, layer=best[k].layer) for k in order if k in best)
-
-
-def _peak(sites: tuple[SiteStats, ...]) -> Peak:
-    top = max((s for s in sites if s.kind in HEADLINE_KINDS), key=lambda s: s.absmax or 0.0)
-    loc = top.absmax_location
-    assert loc is not None and top.absmax is not None
-    return Peak(
-        value=top.absmax * loc.sign,
-        abs=top.absmax,
-        site=top.name,
-        kind=top.kind,
-        layer=top.layer,
-        sample=loc.sample,
-        position=loc.position,
-        token=loc.token,
-        token_id=loc.token_id,
-        channel=loc.channel,
-    )
-
-
-def _headroom(sites: tuple[SiteStats, ...], m: float) -> tuple[Headroom, ...]:
-    out = []
-    for fmt, top in (("fp16", FP16_MAX), ("bf16", BF16_MAX), ("fp8_e4m3", FP8_E4M3_MAX)):
-        over = tuple(s.name for s in sites if s.kind in HEADLINE_KINDS and (s.absmax or 0.0) > top)
-        out.append(Headroom(format=fmt, max_finite=top, ratio=m / top, overflow_sites=over))
-    return tuple(out)
-
-
-def make_quant() -> QuantReport:
-    sites = []
+def make_quant(sites: tuple[SiteStats, ...] = ()) -> QuantReport:
+    """The check's report as production builds it: per-site errors of two production formats,
+    their end-to-end losses, and the verdicts and recommendation production derives from them."""
+    errors = []
     for layer in range(NUM_LAYERS):
-        for fmt, base in (("int8", 38.0), ("fp8_e4m3", 31.0)):
-            sites.append(
+        for fmt, base in (("int8_absmax", 38.0), ("fp8_e4m3", 31.0)):
+            errors.append(
                 SiteQuantError(
                     site=f"layers.{layer}.mlp.down_in",
                     layer=layer,
@@ -141,24 +102,22 @@ def make_quant() -> QuantReport:
                     clip_rate=0.0001 * layer,
                 )
             )
+    base_nll = 2.4512
+    e2e = (end_to_end("int8_absmax", base_nll + 0.1475, base_nll), end_to_end("fp8_e4m3", base_nll + 0.0089, base_nll))
+    sites = sites or make_sites()
+    peak = peak_of(sites)
+    site_max = {s.name: s.absmax for s in sites if s.absmax is not None}
+    verdicts = build_verdicts(errors, e2e, peak.abs if peak else None, site_max, 0)
     return QuantReport(
         calib_samples=128,
         eval_samples=64,
         eval_tokens=16384,
-        baseline_nll=2.4512,
-        baseline_ppl=11.6032,
-        sites=tuple(sites),
-        end_to_end=(
-            EndToEnd(format="int8", nll=2.5987, ppl=13.4471, delta_nll=0.1475, ppl_ratio=1.1589),
-            EndToEnd(format="fp8_e4m3", nll=2.4601, ppl=11.7069, delta_nll=0.0089, ppl_ratio=1.0089),
-            EndToEnd(format="fp16", nll=2.4512, ppl=11.6032, delta_nll=0.0, ppl_ratio=1.0),
-        ),
-        verdicts=(
-            Verdict(format="int8", verdict="risky", reason="per-tensor INT-8 clips layer 2's massive activation (+0.147 nats)"),
-            Verdict(format="fp8_e4m3", verdict="ok", reason="+0.009 nats with per-tensor scales"),
-            Verdict(format="fp16", verdict="unsafe", reason="M = 7.12e+05 overflows fp16 (max 65,504)"),
-        ),
-        recommendation="Serve in bf16 or FP8 (E4M3) with per-tensor scales; avoid fp16 and per-tensor INT-8.",
+        baseline_nll=base_nll,
+        baseline_ppl=math.exp(base_nll),
+        sites=tuple(errors),
+        end_to_end=e2e,
+        verdicts=verdicts,
+        recommendation=recommendation(verdicts, errors),
     )
 
 
@@ -168,7 +127,8 @@ def make_report(*, scale: float = 1.0, with_quant: bool = True, **overrides: Any
     Keyword overrides replace fields of `Report` (for example `quant=None`, `command=""`).
     """
     sites = make_sites(scale)
-    peak = _peak(sites)
+    peak = peak_of(sites)
+    site_max = {s.name: s.absmax for s in sites if s.absmax is not None}
     report = Report(
         schema_version=SCHEMA_VERSION,
         tool_version="0.1.0",
@@ -196,11 +156,11 @@ def make_report(*, scale: float = 1.0, with_quant: bool = True, **overrides: Any
             domains={"prose": 96, "code": 64, "math": 48, "multilingual": 48},
         ),
         peak=peak,
-        kinds=_kinds(sites),
-        fp16_safe=peak.abs <= FP16_MAX,
-        headroom=_headroom(sites, peak.abs),
+        kinds=kind_maxima(sites),
+        fp16_safe=fp16_safe(site_max),
+        headroom=headroom(peak.abs, site_max),
         sites=sites,
         timings=Timings(load_s=1.25, probe_s=12.5, quant_s=4.75, total_s=18.5, tokens_per_s=7864.3),
-        quant=make_quant() if with_quant else None,
+        quant=make_quant(sites) if with_quant else None,
     )
     return dataclasses.replace(report, **overrides) if overrides else report

@@ -61,7 +61,7 @@ def test_section_shows_m_location_tables_and_reproducibility():
     assert "### Quantization check" in text and report.quant.recommendation in text
     for v in report.quant.verdicts:
         assert f"**{v.verdict}**" in text
-    assert "| int8 | 2.60 | 13.45 | 0.147 | 1.16 |" in text
+    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | 1.16 |" in text
     assert "![Per-layer max |activation|](maxact_layers.png)" in text
     assert "https://arxiv.org/abs/2605.15572" in text and card.PAPER_TITLE in text
     for fragment in (
@@ -132,7 +132,7 @@ def test_pr_description():
     assert "**M = max |a| = 7.12e+05** at `layers.3.residual` (layer 3," in text
     assert "**fp16:** not safe" in text and REVISION in text
     assert report.command in text and "maxact_layers.png" in text and "maxact_report.json" in text
-    assert "int8 risky" in text and card.PAPER_URL in text
+    assert "int8_absmax unsafe, fp8_e4m3 degraded" in text and card.PAPER_URL in text
     assert "**fp16:** safe (M is 1.1% of 65,504)" in card.render_pr_description(make_report(scale=1e-3))
 
 
@@ -181,7 +181,7 @@ def test_metadata_block_is_plain_yaml():
     assert meta["max_abs_activation"] == report.peak.abs
     assert meta["max_activation_site"] == "layers.3.residual" and meta["fp16_safe"] is False
     assert meta["revision"] == REVISION and meta["settings_key"] == card.settings_key(report)
-    assert meta["verdicts"] == {"int8": "risky", "fp8_e4m3": "ok", "fp16": "unsafe"}
+    assert meta["verdicts"] == {"fp16": "unsafe", "bf16": "ok", "int8_absmax": "unsafe", "fp8_e4m3": "degraded"}
 
     def plain(v):
         if isinstance(v, dict):

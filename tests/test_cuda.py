@@ -11,11 +11,11 @@ import warnings
 import pytest
 import torch
 
-from maxact_card.measure import measure
-from maxact_card.probe import Probe, forward, peak_of
-from maxact_card.quant_check import linear_inputs
+from maxact_card.measure import Probe, measure, peak_of
+from maxact_card.measure.check import linear_inputs
+from maxact_card.measure.context import BatchContext
+from maxact_card.measure.hooks import forward
 from maxact_card.sites import find_sites
-from maxact_card.stats import BatchContext
 from models import ARCHS, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -56,10 +56,10 @@ def test_probe_hooks_add_no_device_sync(arch):
     model = tiny_model(arch).to("cuda")
     model_sites = find_sites(model)
     assert linear_inputs(model_sites)  # the sites exist on this architecture
-    probe = Probe(model_sites, hist_stride=1)
+    probe = Probe(model, model_sites, hist_stride=1)
     ids = torch.tensor([s + [0] * (8 - len(s)) for s in SAMPLES[:4]], device="cuda")
     mask = (ids != 0) | (torch.arange(8, device="cuda") == 0)
-    probe.ctx = BatchContext(mask, torch.arange(4, device="cuda"), ids)
+    ctx = BatchContext(mask, torch.arange(4, device="cuda"), ids)
 
     def syncs(hooks: bool) -> int:
         with warnings.catch_warnings(record=True) as seen, torch.inference_mode():
@@ -67,7 +67,7 @@ def test_probe_hooks_add_no_device_sync(arch):
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 if hooks:
-                    with probe.hooks():
+                    with probe.hooks(ctx):
                         forward(model, ids, mask.long())
                 else:
                     forward(model, ids, mask.long())

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from maxact_card.measure import measure
-from maxact_card.probe import kind_maxima, peak_of
+from maxact_card.measure import kind_maxima, measure, peak_of
 from maxact_card.sites import find_sites
 from models import tiny_config, tiny_model
 
@@ -133,18 +132,15 @@ def capture(model, samples):
     """Every site's activations, one sample at a time, by independent hooks."""
     ms = find_sites(model)
     got: dict[str, list[torch.Tensor]] = {s.name: [] for s in ms.sites}
-    from types import SimpleNamespace
+    from maxact_card.measure.context import BatchContext
+    from maxact_card.measure.hooks import hooked
 
-    from maxact_card.probe import hooked
-    from maxact_card.stats import BatchContext
-
-    state = SimpleNamespace(ctx=None)
-    fns = [lambda x, n=s.name: got[n].append(x.detach().clone()[0]) for s in ms.sites]
-    with torch.inference_mode(), hooked(ms.sites, fns, state):
+    fns = [lambda x, ctx, n=s.name: got[n].append(x.detach().clone()[0]) for s in ms.sites]
+    with torch.inference_mode():
         for ids in samples:
             t = torch.tensor([ids])
-            state.ctx = BatchContext(torch.ones_like(t, dtype=torch.bool), torch.tensor([0]), t)
-            model(input_ids=t, attention_mask=torch.ones_like(t), use_cache=False)
+            with hooked(ms.sites, fns, BatchContext(torch.ones_like(t, dtype=torch.bool), torch.tensor([0]), t)):
+                model(input_ids=t, attention_mask=torch.ones_like(t), use_cache=False)
     return got
 
 
@@ -164,8 +160,11 @@ def test_statistics_equal_brute_force(arch):
         assert s.mean == pytest.approx(allv.mean().item(), rel=1e-5, abs=1e-7)
         assert s.rms == pytest.approx(allv.pow(2).mean().sqrt().item(), rel=1e-5)
         assert s.std == pytest.approx(allv.std(unbiased=False).item(), rel=1e-4)
-        top = sorted(a.tolist(), reverse=True)[:16]
+        # the top rows (tokens) by their largest |a|, each with that value
+        top = sorted(allv.abs().amax(-1).tolist(), reverse=True)[:16]
         assert [abs(t.value) for t in s.top] == pytest.approx(top, rel=1e-6)
+        for t in s.top:
+            assert rows[t.location.sample][t.location.position, t.location.channel].item() == pytest.approx(t.value)
         srt = torch.sort(a).values
         for key, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)):
             exact = srt[max(0, math.ceil(q * len(srt)) - 1)].item()
@@ -199,7 +198,8 @@ def test_massive_activation_count_by_hand():
 def test_massive_count_equals_brute_force_over_many_candidate_rows():
     """More candidate rows (|a| > 100) than the CPU examines at a time, some massive, some not, one
     padding row that would count: the accumulator's count is the per-row definition's."""
-    from maxact_card.stats import MASSIVE_CHUNK, BatchContext, SiteAccumulator
+    from maxact_card.measure.context import BatchContext
+    from maxact_card.measure.site_stats import MASSIVE_CHUNK, SiteBank, SiteInfo
 
     g = torch.Generator().manual_seed(3)
     B, T, C = 3, 120, 65  # odd C: one median per row
@@ -211,12 +211,18 @@ def test_massive_count_equals_brute_force_over_many_candidate_rows():
     valid = torch.ones(B, T, dtype=torch.bool)
     valid[2, 7] = False
     assert B * T > 2 * MASSIVE_CHUNK
-    acc = SiteAccumulator()
-    acc.update(x, BatchContext(valid, torch.arange(B), torch.zeros(B, T, dtype=torch.long)))
     a = x.abs()[valid]
     expected = int((a > torch.clamp(a.median(-1).values[:, None] * 1000, min=100)).sum())
     assert expected == B * (T // 2) + 1
-    assert acc.result("s", "residual", 0, str).massive == expected
+    ctx = BatchContext(valid, torch.arange(B), torch.zeros(B, T, dtype=torch.long))
+    for accelerator in (False, True):  # the CPU's candidate rows, and every row's median
+        bank = SiteBank([SiteInfo("s", "residual", 0)], accelerator=accelerator)
+        bank.update(x, ctx)
+        if bank.fold(ctx):  # the accelerator path asks for the massive mode, then settles
+            bank.set_mode(0, "massive")
+            bank.update(x, ctx)
+            assert bank.fold(ctx) == []
+        assert bank.result()[0].massive == expected
 
 
 def test_nonfinite_values_are_counted_located_and_excluded():
@@ -327,34 +333,34 @@ def test_errors_other_than_out_of_memory_propagate():
 
 
 def test_half_precision_activations_fall_in_the_same_histogram_bins_as_their_float32_values():
-    from maxact_card.stats import HIST_BINS, add_log_histogram
+    from maxact_card.measure.histogram import FINE_BINS, add_fine, fine_bins
 
     torch.manual_seed(0)
     x = (torch.randn(2, 16, 64) * torch.logspace(-2, 4, 64)).to(torch.bfloat16)
+    mask = torch.full((2, 16, 1), 0x7FFF, dtype=torch.int32)
     for dtype in (torch.bfloat16, torch.float16):
-        h, h32 = (torch.zeros(HIST_BINS + 1, dtype=torch.float64) for _ in range(2))
-        add_log_histogram(h, x.to(dtype), None)
-        add_log_histogram(h32, x.to(dtype).float(), None)
+        h, h32 = (torch.zeros(FINE_BINS, dtype=torch.float64) for _ in range(2))
+        add_fine(h, fine_bins(x.to(dtype), mask))
+        add_fine(h32, fine_bins(x.to(dtype).float(), mask))
         assert torch.equal(h, h32) and h.sum() == 2 * 16 * 64
 
 
 def test_every_value_is_within_0_78_percent_of_its_histogram_bin_centre():
-    from maxact_card.stats import HIST_BINS, add_log_histogram, bin_value
+    from maxact_card.measure.histogram import FINE_BINS, HIST_BINS, add_fine, bin_value, coarse, fine_bins
 
     torch.manual_seed(0)
     x = torch.cat([torch.exp(torch.empty(20000).uniform_(-80, 80)), torch.tensor([1.0, 1.0078125, 3e38, 1.2e-38])])
     x = x * torch.where(torch.rand(x.numel()) < 0.5, -1.0, 1.0)
-    keep = torch.ones(x.numel(), dtype=torch.bool)
-    keep[::7] = False
-    for v, k in zip(x.tolist()[:2000], keep.tolist()):
-        h = torch.zeros(HIST_BINS + 1, dtype=torch.float64)
-        add_log_histogram(h, torch.tensor([v]), torch.tensor([k]))
-        (i,) = h.nonzero()[:, 0].tolist()
-        if k:
-            assert abs(bin_value(i) / abs(v) - 1) < 0.0078, v
-        else:
-            assert i == HIST_BINS
-    h = torch.zeros(HIST_BINS + 1, dtype=torch.float64)
-    add_log_histogram(h, x, keep)
-    assert h[:HIST_BINS].sum() == keep.sum() and h[HIST_BINS] == (~keep).sum()
+    on = torch.tensor([0x7FFF], dtype=torch.int32)
+    for v in x.tolist()[:2000]:
+        h = torch.zeros(FINE_BINS, dtype=torch.float64)
+        add_fine(h, fine_bins(torch.tensor([[v]]), on))
+        (i,) = coarse(h).nonzero()[:, 0].tolist()
+        assert abs(bin_value(i) / abs(v) - 1) < 0.0078, v
+    keep = torch.ones(x.numel(), 1, dtype=torch.int32) * 0x7FFF
+    keep[::7] = 0  # routed to bin 0 (the caller subtracts them)
+    h = torch.zeros(FINE_BINS, dtype=torch.float64)
+    add_fine(h, fine_bins(x[:, None], keep))
+    h = coarse(h)
+    assert h.shape == (HIST_BINS,) and h.sum() == x.numel() and h[0] == (keep == 0).sum()
     assert bin_value(0) == 0.0

@@ -14,13 +14,13 @@ from maxact_card.quant import (
     DEFAULT_THRESHOLDS,
     FORMATS,
     FP8_FORMATS,
-    NLLAccumulator,
-    QuantErrorAccumulator,
     RowSums,
     Thresholds,
     build_verdicts,
     dtype_verdict,
     end_to_end,
+    error_metrics,
+    error_sums,
     format_names,
     fp8_static,
     fp16_safe,
@@ -34,6 +34,8 @@ from maxact_card.quant import (
     site_quantizers,
     verdict_for,
 )
+from maxact_card.quant import fake
+from maxact_card.quant.metrics import _elementwise_sums, _row_sums, mean_nll, nll_sums
 from maxact_card.report import EndToEnd, SiteQuantError, Verdict, _from_plain, _to_plain
 
 NAN = float("nan")
@@ -51,10 +53,12 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
+def errors(x, xq, mask=None, clip=None):
+    return error_metrics(error_sums(x, xq, mask, None if clip is None else torch.as_tensor(clip)).tolist())
+
+
 def sqnr(x, xq, mask=None, clip=None):
-    acc = QuantErrorAccumulator()
-    acc.update(x, xq, mask, clip)
-    return acc.result()["sqnr_db"]
+    return errors(x, xq, mask, clip)["sqnr_db"]
 
 
 # -- constants ----------------------------------------------------------------------------------
@@ -105,10 +109,8 @@ def test_int8_static_all_zero_tensor():
     assert s.item() == 0.0
     out = int8_static(x, s)
     assert same(out, x)
-    r = QuantErrorAccumulator()
-    r.update(x, out, None, s * 127)
     want = {"sqnr_db": INF, "rel_rmse": 0.0, "rel_mae": 0.0, "clip_rate": 0.0, "count": 24, "nonfinite": 0}
-    assert r.result() == want
+    assert errors(x, out, None, s * 127) == want
 
 
 def test_int8_static_nonfinite_inputs():
@@ -219,7 +221,7 @@ def test_fp8_emulation_matches_native_cast(fmt):
     below = torch.nextafter(mids, torch.full_like(mids, -INF))
     y = torch.cat([grid, mids, rnd, above, below])
     native = y.to(spec.dtype).float()
-    assert torch.equal(quant._fp8_round_emulated(y, spec), native)
+    assert torch.equal(fake._fp8_round_emulated(y, spec), native)
 
 
 # -- scale policies and quantizer sets ----------------------------------------------------------
@@ -259,14 +261,13 @@ def test_cpu_row_path_equals_the_elementwise_path():
     absmax = x[mask].abs().max()
     rows = RowSums.of(x)
     for q in site_quantizers(absmax, {99.0: torch.tensor(4.0)}):
-        fast, exact = QuantErrorAccumulator(), QuantErrorAccumulator()
-        assert fast._update_rows(x, q(x), mask, q.clip_threshold, rows)
-        exact._update_exact(x, q(x), mask, q.clip_threshold)
-        a, b = fast.result(), exact.result()
+        fast = _row_sums(x, q(x), mask, q.clip_threshold, rows)
+        assert fast is not None
+        a, b = error_metrics(fast.tolist()), error_metrics(_elementwise_sums(x, q(x), mask, q.clip_threshold).tolist())
         assert a["count"] == b["count"] == 110 * 24 and a["clip_rate"] == b["clip_rate"]
         for k in ("sqnr_db", "rel_rmse", "rel_mae"):
             assert a[k] == pytest.approx(b[k], rel=1e-5), (q.name, k)
-    assert QuantErrorAccumulator()._update_rows(x, x, None, None, rows) is False  # NaN on a real token
+    assert _row_sums(x, x, None, None, rows) is None  # NaN on a real token
 
 
 def test_accumulator_known_signal_with_masked_padding():
@@ -274,9 +275,7 @@ def test_accumulator_known_signal_with_masked_padding():
     x = t([[[3.0, 4.0], [1e30, -1e30]], [[NAN, INF], [-1e38, 5e37]]])
     xq = t([[[3.0, 3.0], [0.0, 0.0]], [[0.0, NAN], [1e38, 0.0]]])
     mask = torch.tensor([[True, False], [False, False]])
-    acc = QuantErrorAccumulator()
-    acc.update(x, xq, mask, clip_threshold=torch.tensor(3.5))
-    r = acc.result()
+    r = errors(x, xq, mask, clip=3.5)
     assert r["sqnr_db"] == pytest.approx(10 * math.log10(25), abs=1e-12)
     assert r["sqnr_db"] == pytest.approx(13.979400086720377, abs=1e-12)
     assert r["rel_rmse"] == pytest.approx(0.2, abs=1e-15)
@@ -289,12 +288,9 @@ def test_accumulator_excludes_nonfinite_and_streams():
     x = t([[[3.0, 4.0, NAN]], [[1.0, INF, 2.0]]])
     xq = t([[[3.0, 3.0, NAN]], [[1.0, 2.0, 2.0]]])
     mask = torch.tensor([[True], [True]])
-    one = QuantErrorAccumulator()
-    one.update(x, xq, mask, 2.5)
-    two = QuantErrorAccumulator()
-    two.update(x[:1], xq[:1], mask[:1], 2.5)
-    two.update(x[1:], xq[1:], mask[1:], 2.5)
-    r1, r2 = one.result(), two.result()
+    thr = torch.tensor(2.5)
+    r1 = error_metrics(error_sums(x, xq, mask, thr).tolist())
+    r2 = error_metrics((error_sums(x[:1], xq[:1], mask[:1], thr) + error_sums(x[1:], xq[1:], mask[1:], thr)).tolist())
     assert r1 == r2
     # valid: 3,4,1,2 -> sum x^2 = 30, err^2 = 1
     assert r1["count"] == 4 and r1["nonfinite"] == 2
@@ -303,15 +299,14 @@ def test_accumulator_excludes_nonfinite_and_streams():
 
 
 def test_accumulator_empty_and_zero_signal_and_json():
-    acc = QuantErrorAccumulator()
-    r = acc.result()
+    r = error_metrics([0.0] * 7)
     assert r["sqnr_db"] == INF and r["clip_rate"] == 0.0 and r["count"] == 0
-    acc.update(t([[0.0, 0.0]]), t([[0.0, 1.0]]))
-    r = acc.result()
+    r = errors(t([[0.0, 0.0]]), t([[0.0, 1.0]]))
     assert r["sqnr_db"] == -INF and r["rel_rmse"] == INF and r["rel_mae"] == INF
     assert not any(isinstance(v, float) and math.isnan(v) for v in r.values())
     # inf survives the report's JSON round trip
-    e = QuantErrorAccumulator().to_site_error("embed", None, "int8_absmax")
+    e = SiteQuantError("embed", None, "int8_absmax", **{k: error_metrics([0.0] * 7)[k] for k in
+                                                           ("sqnr_db", "rel_rmse", "rel_mae", "clip_rate")})
     assert e.sqnr_db == INF
     back = _from_plain(SiteQuantError, json.loads(json.dumps(_to_plain(e), allow_nan=True)))
     assert back == e
@@ -319,10 +314,9 @@ def test_accumulator_empty_and_zero_signal_and_json():
 
 def test_accumulator_bf16_inputs():
     x = t([[3.0, 4.0]], torch.bfloat16)
-    acc = QuantErrorAccumulator()
-    acc.update(x, t([[3.0, 3.0]], torch.bfloat16))
-    assert acc.result()["sqnr_db"] == pytest.approx(10 * math.log10(25))
-    assert acc.sum_x2.dtype == torch.float64
+    sums = error_sums(x, t([[3.0, 3.0]], torch.bfloat16))
+    assert error_metrics(sums.tolist())["sqnr_db"] == pytest.approx(10 * math.log10(25))
+    assert sums.dtype == torch.float64
 
 
 # -- heavy tails: percentile clipping vs absmax -------------------------------------------------
@@ -444,10 +438,8 @@ def test_nll_accumulator_and_end_to_end():
     logits[1, 2] = NAN  # padding position
     targets = torch.tensor([[0, 1, 2], [3, 0, -100]])
     mask = torch.tensor([[True, True, True], [True, True, False]])
-    acc = NLLAccumulator()
-    acc.update(logits[:1], targets[:1], mask[:1])
-    acc.update(logits[1:], targets[1:], mask[1:])
-    assert acc.result() == pytest.approx(math.log(4))
+    sums = nll_sums(logits[:1], targets[:1], mask[:1]) + nll_sums(logits[1:], targets[1:], mask[1:])
+    assert mean_nll(sums.tolist()) == pytest.approx(math.log(4))
     e = end_to_end("int8_absmax", math.log(4) + 0.05, math.log(4))
     assert e.ppl == pytest.approx(4 * math.exp(0.05))
     assert e.delta_nll == pytest.approx(0.05) and e.ppl_ratio == pytest.approx(math.exp(0.05))
@@ -576,29 +568,26 @@ def _hot_path(device):
     mask = torch.ones(2, 5, dtype=torch.bool, device=device)
     absmax = x.float().abs().amax()  # a device tensor, as the probe holds it
     for q in site_quantizers(absmax, {99.9: absmax * 0.5}, device=device):
-        acc = QuantErrorAccumulator(device)
-        acc.update(x, q(x), mask, q.clip_threshold)
-        nll = NLLAccumulator(device)
-        nll.update(x.float(), torch.zeros(2, 5, dtype=torch.long, device=device), mask)
-    return acc
+        sums = _elementwise_sums(x, q(x), mask, q.clip_threshold)
+        nll_sums(x.float(), torch.zeros(2, 5, dtype=torch.long, device=device), mask)
+    return sums
 
 
 def test_hot_path_never_reads_values_on_the_host():
     # Meta tensors have no data: any .item(), boolean indexing or data-dependent shape raises.
-    acc = _hot_path("meta")
-    assert acc.sum_err2.device.type == "meta"
+    assert _hot_path("meta").device.type == "meta"
 
 
 def test_fp8_emulated_path_matches_native():
     x = torch.randn(1000) * 100
     for fmt in FP8_FORMATS:
         native = fp8_static(x, torch.tensor(0.37), fmt)
-        saved = quant._NATIVE_FP8_DEVICES
-        quant._NATIVE_FP8_DEVICES = ()
+        saved = fake._NATIVE_FP8_DEVICES
+        fake._NATIVE_FP8_DEVICES = ()
         try:
             emulated = fp8_static(x, torch.tensor(0.37), fmt)
         finally:
-            quant._NATIVE_FP8_DEVICES = saved
+            fake._NATIVE_FP8_DEVICES = saved
         assert torch.equal(native, emulated)
 
 

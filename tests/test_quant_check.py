@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from maxact_card.measure import measure
-from maxact_card.quant import Quantizer
-from maxact_card.quant_check import Calibration, e2e_formats, linear_inputs
+from maxact_card.measure.check import Calibration, linear_inputs
+from maxact_card.quant import Quantizer, e2e_formats
 from maxact_card.sites import find_sites
 from models import tiny_model
 
