@@ -84,15 +84,16 @@ def error_sites(model_sites: ModelSites, inputs: Sequence[LinearInput]) -> list[
 class Calibration:
     """max |a| and log-histogram of each quantized site over the calibration samples."""
 
-    def __init__(self, sites: Sequence[Site]) -> None:
+    def __init__(self, sites: Sequence[Site], *, accelerator: Optional[bool] = None) -> None:
         self.sites = list(sites)
-        self.ranges = [RangeObserver() for _ in self.sites]
+        self.inline = accelerator is True  # as on a GPU: no worker thread
+        self.ranges = [RangeObserver(accelerator=accelerator) for _ in self.sites]
 
     def observers(self) -> list[Observer]:
         return list(self.ranges)
 
     def hooks(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
-        return hooked(self.sites, [r.update for r in self.ranges], ctx)
+        return hooked(self.sites, [r.update for r in self.ranges], ctx, statistics=not self.inline)
 
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
@@ -117,6 +118,7 @@ class Evaluation:
     final_norm: Site
     lm_head: nn.Module
     softcap: Optional[float]
+    accelerator: Optional[bool] = None  # True: the accelerator path on the CPU too (no per-token shortcut)
     errors: dict = field(init=False)
     losses: list = field(init=False)
 
@@ -130,7 +132,9 @@ class Evaluation:
 
     @contextlib.contextmanager
     def baseline_hooks(self, ctx: BatchContext) -> Iterator[None]:
-        with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx), self._hidden_hook(ctx):
+        inline = self.accelerator is True  # as on a GPU: no worker thread
+        with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx, statistics=not inline), \
+                self._hidden_hook(ctx):
             yield
 
     @contextlib.contextmanager
@@ -152,9 +156,10 @@ class Evaluation:
         qs = self.quantizers.get(site.name, ())
 
         def fn(x: torch.Tensor, ctx: BatchContext) -> None:
-            rows = RowSums.of(x) if x.device.type == "cpu" else None  # shared by every format
+            cpu = x.device.type == "cpu" and not self.accelerator
+            rows = RowSums.of(x) if cpu else None  # shared by every format
             for q in qs:
-                self.errors[(site.name, q.name)].update(x, ctx, q(x), q.clip_threshold, rows)
+                self.errors[(site.name, q.name)].update(x, ctx, q(x), q.clip_threshold, rows, elementwise=not cpu)
 
         return fn
 

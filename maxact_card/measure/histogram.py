@@ -38,10 +38,12 @@ def fine_bins(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_and(high_bits(x), mask)
 
 
-def add_fine(hist: torch.Tensor, bins: torch.Tensor, ones: Optional[torch.Tensor] = None) -> None:
-    """Count `bins` into `hist` [FINE_BINS] (float64) without a host sync (CPU: bincount)."""
+def add_fine(hist: torch.Tensor, bins: torch.Tensor, ones: Optional[torch.Tensor] = None, *,
+             host: Optional[bool] = None) -> None:
+    """Count `bins` into `hist` [FINE_BINS] (float64). `host` (default: on the CPU) counts with
+    bincount, faster there; else an index_add that never waits for the device."""
     flat = bins.reshape(-1)
-    if flat.device.type == "cpu":
+    if host if host is not None else flat.device.type == "cpu":
         hist += torch.bincount(flat, minlength=FINE_BINS)
         return
     if ones is None:

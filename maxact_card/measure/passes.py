@@ -68,7 +68,9 @@ class Probe:
         self.bank = site_bank(model_sites, input_device(model), hist_stride=hist_stride, accelerator=accelerator)
 
     def hooks(self, ctx: BatchContext) -> ContextManager[None]:
-        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx)
+        # With the accelerator path forced on the CPU the statistics run inline, as they do on a GPU.
+        inline = self.bank.accelerator is True
+        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx, statistics=not inline)
 
     def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
@@ -123,7 +125,7 @@ def measure(
     bs = batch_size or group.smallest(estimate_batch_size(model, max(lengths), with_logits=False))
     tokens = sum(lengths)  # every token of a sample is real (padding is added)
     inputs = linear_inputs(model_sites) if check else []
-    cal = Calibration(error_sites(model_sites, inputs)) if check else None
+    cal = Calibration(error_sites(model_sites, inputs), accelerator=accelerator) if check else None
 
     def calib_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         with probe.hooks(ctx), cal.hooks(ctx) if cal is not None else contextlib.nullcontext():
@@ -150,7 +152,7 @@ def measure(
         cfg = text_config(model.config)
         formats = e2e_formats(percentiles)
         ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
-                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None))
+                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None), accelerator)
         eval_tokens = sum(lengths[i] for i in rest)
 
         def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:

@@ -24,7 +24,8 @@ class RangeObserver(Observer):
 
     MERGES = {"absmax": Merge.MAX, "hist": Merge.SUM}
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: torch.device | str = "cpu", *, accelerator: Optional[bool] = None) -> None:
+        self.accelerator = accelerator  # True: the accelerator path on the CPU too
         self.absmax = torch.zeros((), dtype=torch.float64, device=device)
         self.hist = torch.zeros(FINE_BINS, dtype=torch.float64, device=device)
 
@@ -37,7 +38,7 @@ class RangeObserver(Observer):
         ok = torch.isfinite(x2) & rows.valid[:, None]
         xz = torch.where(ok, x2, 0)
         torch.maximum(self.absmax, torch.linalg.vector_norm(xz, ord=math.inf).double(), out=self.absmax)
-        add_fine(self.hist, fine_bins(xz, rows.hist_mask))
+        add_fine(self.hist, fine_bins(xz, rows.hist_mask), host=x.device.type == "cpu" and not self.accelerator)
         self.hist[0] -= x2.numel() - ok.sum()  # padding and NaN/Inf were counted as zeros
 
     def result(self) -> float:
@@ -58,11 +59,12 @@ class ErrorObserver(Observer):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, ctx: BatchContext, xq: Optional[torch.Tensor] = None,
-               clip_threshold: Optional[torch.Tensor] = None, rows: Optional[RowSums] = None) -> None:
+               clip_threshold: Optional[torch.Tensor] = None, rows: Optional[RowSums] = None,
+               elementwise: bool = False) -> None:
         if self.sums.device != x.device:
             self.sums = self.sums.to(device=x.device, dtype=acc_dtype(x.device))
         mask = ctx.on(x.device).valid if ctx is not None else None
-        self.sums += error_sums(x, x if xq is None else xq, mask, clip_threshold, rows).to(self.sums.dtype)
+        self.sums += error_sums(x, x if xq is None else xq, mask, clip_threshold, rows, elementwise).to(self.sums.dtype)
 
     def result(self) -> dict[str, float]:
         return error_metrics(self.sums.cpu().tolist())

@@ -336,7 +336,7 @@ def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int
         torch.min(x2, -1, out=(sc.mn[i], sc.imn[i]))
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones)
+    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones, host=False)
     if exact or massive:
         a = x2.abs()
         med = a.kthvalue((a.shape[-1] - 1) // 2 + 1, -1).values
@@ -357,7 +357,7 @@ def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, s
     sc.nf[i].zero_()
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]))
+    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
     sc.mas[i].zero_()
     rabs = torch.maximum(mx, mn.neg())
     cand = ((rabs > MASSIVE_ABS) & rows.valid).nonzero().reshape(-1)

@@ -43,7 +43,8 @@ class RowSums:
 
 
 def error_sums(x: torch.Tensor, xq: torch.Tensor, mask: Optional[torch.Tensor] = None,
-               clip_threshold: Optional[torch.Tensor] = None, rows: Optional[RowSums] = None) -> torch.Tensor:
+               clip_threshold: Optional[torch.Tensor] = None, rows: Optional[RowSums] = None,
+               elementwise: bool = False) -> torch.Tensor:
     """The ERROR_SUMS of one batch: x/xq [..., C], `mask` [...] bool of real tokens (None: all),
     `clip_threshold` qmax * scale (None: never clips). On the CPU, from per-token sums (`rows`,
     shared by every format of a site) unless a real token holds a NaN/Inf."""
