@@ -35,9 +35,29 @@ Examples:
 """
 
 
+def _rank() -> int:
+    """This process's rank in a data-parallel run (torchrun / accelerate launch); 0 otherwise."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+    if _rank() == 0:  # the other processes of a data-parallel run fail with the same cause, silently
+        click.echo(f"Error: {message}", err=True)
     sys.exit(code)
+
+
+def _stop_on_sigterm() -> None:
+    """Under torchrun, a process that fails makes the launcher stop the others with SIGTERM: end with
+    one line (nothing has been written; every output is written at the end, atomically)."""
+    import signal
+
+    from .errors import DistributedError
+
+    def stop(signum, frame):
+        raise DistributedError("stopped by the launcher: another process of the data-parallel run failed "
+                               "(see its log) or the run was interrupted; nothing was written")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,14 +149,19 @@ def audit(model: str, **kw: Any) -> None:
     _check_writable(out_dir)
     command = _reproduce_command(click.get_current_context(), model)
     options = AuditOptions(model=model, quant_check=kw.pop("quant_check"), command=command, **kw)
+    main = _rank() == 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _stop_on_sigterm()
     hub = None
-    if open_pr:
+    if open_pr and main:
         from .hub import Hub
 
         hub = Hub(token=options.token, progress=options.progress)
         if not dry_run:
             hub.whoami()  # no or bad token: fail now, not after the measurement
     report = run_audit(options, echo=lambda s: click.echo(s, err=True))
+    if not main:
+        return  # process 0 writes the report, the card and the pull request
     path = report.save(out_dir / "maxact_report.json")
     click.echo(summary(report))
     click.echo(f"report: {path}")

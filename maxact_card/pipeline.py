@@ -47,15 +47,33 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
     return dir_source(o.model, snap.path, sha, snap.gguf_file, snap.weights)
 
 
+def _settings(o: AuditOptions) -> str:
+    """What every process of a data-parallel run must share: the options, the token left out."""
+    import dataclasses
+
+    return repr({k: v for k, v in dataclasses.asdict(o).items() if k not in ("token", "progress", "command")})
+
+
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
+    """The audit. Under torchrun or accelerate launch every process runs it on its share of the
+    batches and gets the merged report; only process 0 echoes and shows progress."""
     from .corpus import load_documents, select, tokenize
     from .loading import load, text_config
-    from .measure import measure
-    from .measure import kind_maxima, peak_of
+    from .measure import distributed, kind_maxima, measure, peak_of
     from .progress import progress_bar
     from .sites import find_sites
 
     t0 = time.perf_counter()
+    group = distributed.init(o.device)
+    if not group.main:
+        echo = lambda s: None  # noqa: E731
+    group.agree("options", _settings(o))
+    device = distributed.local_device() if o.device == "auto" and group.world > 1 else o.device
+    if group.world > 1 and o.device_map:
+        from .errors import UsageError
+
+        raise UsageError("--device-map shards one model over the devices of one process; drop it, or run a "
+                         "single process (without torchrun) for a model that does not fit one GPU")
     hub_obj = None
 
     def hub_factory():
@@ -74,7 +92,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
-    loaded = load(source, dtype=o.dtype, device=o.device, device_map=o.device_map,
+    loaded = load(source, dtype=o.dtype, device=device or "auto", device_map=o.device_map,
                   trust_remote_code=o.trust_remote_code, progress=o.progress)
     model, tok = loaded.model, loaded.tokenizer
     model_sites = find_sites(model)
@@ -89,6 +107,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         echo(f"--max-seq-len {seq_len} is longer than the model's context ({context} tokens); using {context}")
         seq_len = context
     corpus = tokenize(select(docs, o.samples, o.seed), tok, seq_len, name=name, seed=o.seed)
+    group.agree("corpus or model", (corpus.record().fingerprint, source.revision, source.weights))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     def decode(i: int) -> str:
@@ -98,7 +117,8 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     calib = corpus.split_indices(o.calib_samples)[0] if o.quant_check else None
     out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
                   calib_indices=calib, percentiles=o.clip_percentiles,
-                  progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress))
+                  progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress and group.main),
+                  group=group)
 
     record = ModelRecord(
         id=source.model_id,
@@ -132,4 +152,5 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         timings=Timings(load_s=t_load, probe_s=out.probe_s, quant_s=out.quant_s, total_s=total,
                         tokens_per_s=out.tokens / (out.probe_s + out.quant_s) if out.tokens else 0.0),
         quant=out.quant,
+        processes=out.processes,
     )

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from .errors import OutputError, ReportError
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
@@ -213,6 +213,8 @@ class Report:
     sites: tuple[SiteStats, ...]
     timings: Timings
     quant: Optional[QuantReport]
+    # Processes of a data-parallel run that measured (torchrun / accelerate launch). Schema 1.2.
+    processes: int = 1
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

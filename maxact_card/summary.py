@@ -14,7 +14,8 @@ def fmt(v: float | None) -> str:
 def summary(report: Report) -> str:
     m, c = report.model, report.corpus
     lines = [f"maxact-card {report.tool_version}  {m.id}" + (f" @ {m.revision[:12]}" if m.revision else ""),
-             f"  {m.architecture} ({m.model_type}), {m.num_layers} layers, {m.dtype} on {m.device}",
+             f"  {m.architecture} ({m.model_type}), {m.num_layers} layers, {m.dtype} on {m.device}"
+             + (f", {report.processes} processes (data parallel)" if report.processes > 1 else ""),
              f"  corpus {c.name}: {c.samples} samples, {c.tokens:,} tokens, {c.fingerprint[:19]}"]
     p = report.peak
     if p is None:

@@ -50,9 +50,9 @@ class Group:
         out: list[Any] = [None] * self.world
         try:
             torch.distributed.all_gather_object(out, obj)
-        except (RuntimeError, torch.distributed.DistError) as exc:
-            raise DistributedError(f"process {self.rank} of {self.world} lost the others ({_short(exc)}); "
-                                   "a process stopped: see its log above, then run again") from None
+        except (RuntimeError, torch.distributed.DistError):
+            raise DistributedError(f"process {self.rank} of {self.world} lost contact with the others: a process "
+                                   "stopped (see its log); nothing was written, run again") from None
         return out
 
     def agree(self, what: str, value: Any) -> None:
