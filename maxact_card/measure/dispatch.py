@@ -75,11 +75,12 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, accelerator: bool = True,
                     percentiles=(99.9, 99.99)) -> dict[str, int]:
     """Ops dispatched by one forward pass of `model` on this batch: bare (as the probe calls it), probed
-    (hooks and fold, on the accelerator code path), and each end-to-end format's quantized forward
-    with the evaluation's hooks and loss. The probe's modes settle on a first forward, uncounted."""
+    (hooks and fold; on the accelerator code path, or the CPU's), and each end-to-end format's
+    quantized forward with the evaluation's hooks and loss. The probe's modes settle on a first
+    forward, uncounted. The statistics run inline here (a dispatch mode sees one thread)."""
     from ..quant import e2e_formats
     from ..sites import find_sites
     from .check import Calibration, Evaluation, error_sites, linear_inputs
@@ -89,9 +90,9 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
     sites = find_sites(model)
     ctx = make_context(input_ids, attention_mask, torch.arange(input_ids.shape[0]), None)
-    probe = Probe(model, sites, accelerator=True)
+    probe = Probe(model, sites, accelerator=accelerator, inline=True)
     inputs = linear_inputs(sites)
-    cal = Calibration(error_sites(sites, inputs))
+    cal = Calibration(error_sites(sites, inputs), accelerator=accelerator)
     out: dict[str, int] = {}
     with torch.inference_mode():
         forward(model, input_ids, attention_mask)  # lazy initialisation, outside the count
@@ -105,7 +106,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         final = next(s for s in sites.sites if s.kind == "final_norm")
         formats = e2e_formats(percentiles)
         ev = Evaluation(error_sites(sites, inputs), cal.quantizers(percentiles), inputs, formats, final,
-                        model.get_output_embeddings(), None)
+                        model.get_output_embeddings(), None, accelerator)
         for f, fmt in enumerate(formats, start=1):
             with OpCounter() as c:
                 with ev.quantized_hooks(fmt, ctx):

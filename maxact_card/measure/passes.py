@@ -63,14 +63,14 @@ class Probe:
     """The probe's hooks on a model, and the fold that follows each forward pass."""
 
     def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
-                 accelerator: Optional[bool] = None) -> None:
+                 accelerator: Optional[bool] = None, inline: Optional[bool] = None) -> None:
         self.model, self.sites = model, model_sites.sites
         self.bank = site_bank(model_sites, input_device(model), hist_stride=hist_stride, accelerator=accelerator)
+        # With the accelerator path forced on the CPU the statistics run inline, as they do on a GPU.
+        self.inline = accelerator is True if inline is None else inline
 
     def hooks(self, ctx: BatchContext) -> ContextManager[None]:
-        # With the accelerator path forced on the CPU the statistics run inline, as they do on a GPU.
-        inline = self.bank.accelerator is True
-        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx, statistics=not inline)
+        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx, statistics=not self.inline)
 
     def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
