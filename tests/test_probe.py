@@ -333,20 +333,20 @@ def test_errors_other_than_out_of_memory_propagate():
 
 
 def test_half_precision_activations_fall_in_the_same_histogram_bins_as_their_float32_values():
-    from maxact_card.measure.histogram import FINE_BINS, add_fine, fine_bins
+    from maxact_card.measure.histogram import FINE_BINS, add_counts, fine_bins
 
     torch.manual_seed(0)
     x = (torch.randn(2, 16, 64) * torch.logspace(-2, 4, 64)).to(torch.bfloat16)
     mask = torch.full((2, 16, 1), 0x7FFF, dtype=torch.int32)
     for dtype in (torch.bfloat16, torch.float16):
         h, h32 = (torch.zeros(FINE_BINS, dtype=torch.float64) for _ in range(2))
-        add_fine(h, fine_bins(x.to(dtype), mask))
-        add_fine(h32, fine_bins(x.to(dtype).float(), mask))
+        add_counts(h, fine_bins(x.to(dtype), mask))
+        add_counts(h32, fine_bins(x.to(dtype).float(), mask))
         assert torch.equal(h, h32) and h.sum() == 2 * 16 * 64
 
 
 def test_every_value_is_within_0_78_percent_of_its_histogram_bin_centre():
-    from maxact_card.measure.histogram import FINE_BINS, HIST_BINS, add_fine, bin_value, coarse, fine_bins
+    from maxact_card.measure.histogram import FINE_BINS, HIST_BINS, add_counts, bin_value, coarse, fine_bins
 
     torch.manual_seed(0)
     x = torch.cat([torch.exp(torch.empty(20000).uniform_(-80, 80)), torch.tensor([1.0, 1.0078125, 3e38, 1.2e-38])])
@@ -354,13 +354,13 @@ def test_every_value_is_within_0_78_percent_of_its_histogram_bin_centre():
     on = torch.tensor([0x7FFF], dtype=torch.int32)
     for v in x.tolist()[:2000]:
         h = torch.zeros(FINE_BINS, dtype=torch.float64)
-        add_fine(h, fine_bins(torch.tensor([[v]]), on))
+        add_counts(h, fine_bins(torch.tensor([[v]]), on))
         (i,) = coarse(h).nonzero()[:, 0].tolist()
         assert abs(bin_value(i) / abs(v) - 1) < 0.0078, v
     keep = torch.ones(x.numel(), 1, dtype=torch.int32) * 0x7FFF
     keep[::7] = 0  # routed to bin 0 (the caller subtracts them)
     h = torch.zeros(FINE_BINS, dtype=torch.float64)
-    add_fine(h, fine_bins(x[:, None], keep))
+    add_counts(h, fine_bins(x[:, None], keep))
     h = coarse(h)
     assert h.shape == (HIST_BINS,) and h.sum() == x.numel() and h[0] == (keep == 0).sum()
     assert bin_value(0) == 0.0

@@ -38,13 +38,14 @@ def fine_bins(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_and(high_bits(x), mask)
 
 
-def add_fine(hist: torch.Tensor, bins: torch.Tensor, ones: Optional[torch.Tensor] = None, *,
-             host: Optional[bool] = None) -> None:
-    """Count `bins` into `hist` [FINE_BINS] (float64). `host` (default: on the CPU) counts with
-    bincount, faster there; else an index_add that never waits for the device."""
+def add_counts(hist: torch.Tensor, bins: torch.Tensor, ones: Optional[torch.Tensor] = None, *,
+               host: Optional[bool] = None) -> None:
+    """Count `bins` into `hist` [n] (any number type). `host` (default: on the CPU) counts with
+    bincount, faster there; else an index_add that never waits for the device (`ones`: a 0-d one
+    of hist's dtype, to spare an allocation)."""
     flat = bins.reshape(-1)
     if host if host is not None else flat.device.type == "cpu":
-        hist += torch.bincount(flat, minlength=FINE_BINS)
+        hist += torch.bincount(flat, minlength=hist.shape[-1]).to(hist.dtype)
         return
     if ones is None:
         ones = torch.ones((), dtype=hist.dtype, device=hist.device)

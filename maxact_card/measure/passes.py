@@ -26,7 +26,7 @@ from .batches import estimate_batch_size, plan_batches, run_batches
 from .check import Calibration, Evaluation, error_sites, linear_inputs
 from .context import BatchContext
 from .distributed import Group
-from .hooks import forward, hooked, input_device
+from .hooks import forward, hooked, input_device, release_heap
 from .results import peak_of
 from .site_stats import SiteBank, SiteInfo
 
@@ -77,6 +77,8 @@ class Probe:
         hold a massive activation), run the batch again with the probe alone."""
         for _ in range(MAX_RERUNS + 1):
             need = self.bank.fold(ctx)
+            if not self.inline and ctx.valid.device.type == "cpu":
+                release_heap()  # the fold's temporaries: out of the heap the next forward grows
             if not need:
                 return
             for site, mode in need:

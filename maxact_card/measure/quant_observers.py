@@ -15,7 +15,7 @@ import torch
 from ..quant import ERROR_SUMS, RowSums, error_metrics, error_sums, mean_nll, nll_sums
 from ..quant.metrics import acc_dtype
 from .context import BatchContext
-from .histogram import FINE_BINS, add_fine, coarse, fine_bins, histogram_quantiles
+from .histogram import HIST_BINS, add_counts, fine_bins, histogram_quantiles
 from .observers import Merge, Observer
 
 
@@ -27,7 +27,7 @@ class RangeObserver(Observer):
     def __init__(self, device: torch.device | str = "cpu", *, accelerator: Optional[bool] = None) -> None:
         self.accelerator = accelerator  # True: the accelerator path on the CPU too
         self.absmax = torch.zeros((), dtype=torch.float64, device=device)
-        self.hist = torch.zeros(FINE_BINS, dtype=torch.float64, device=device)
+        self.hist = torch.zeros(HIST_BINS, dtype=torch.float64, device=device)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, ctx: BatchContext) -> None:
@@ -38,14 +38,15 @@ class RangeObserver(Observer):
         ok = torch.isfinite(x2) & rows.valid[:, None]
         xz = torch.where(ok, x2, 0)
         torch.maximum(self.absmax, torch.linalg.vector_norm(xz, ord=math.inf).double(), out=self.absmax)
-        add_fine(self.hist, fine_bins(xz, rows.hist_mask), host=x.device.type == "cpu" and not self.accelerator)
+        bins = fine_bins(xz, rows.hist_mask).bitwise_right_shift_(1)  # 64 bins per octave
+        add_counts(self.hist, bins, host=x.device.type == "cpu" and not self.accelerator)
         self.hist[0] -= x2.numel() - ok.sum()  # padding and NaN/Inf were counted as zeros
 
     def result(self) -> float:
         return float(self.absmax)
 
     def quantiles(self, quantiles: dict[str, float]) -> dict[str, float]:
-        return histogram_quantiles(coarse(self.hist.cpu()), quantiles)
+        return histogram_quantiles(self.hist.cpu(), quantiles)
 
 
 class ErrorObserver(Observer):

@@ -27,7 +27,7 @@ import torch
 
 from ..report import ChannelMax, Location, SiteStats, TopValue
 from .context import NO_KEY, BatchContext, Rows
-from .histogram import FINE_BINS, add_fine, coarse, fine_bins, histogram_quantiles
+from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, fine_bins, histogram_quantiles
 from .observers import KeepBest, Merge, Observer
 
 TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
@@ -63,8 +63,8 @@ class _Scratch:
         self.nf = torch.zeros(S, N, dtype=i64, device=device)  # non-finite values per row (exact mode)
         self.nfc = torch.zeros(S, N, dtype=i64, device=device)  # first non-finite channel (exact mode)
         self.mas = torch.zeros(S, N, dtype=i64, device=device)  # massive values per row
-        self.hist = torch.zeros(S, FINE_BINS, dtype=torch.float64, device=device)
-        self.ones = torch.ones((), dtype=torch.float64, device=device)
+        self.hist = torch.zeros(S, FINE_BINS, dtype=torch.int32, device=device)  # this forward's counts
+        self.ones = torch.ones((), dtype=torch.int32, device=device)
         self.sites: list[int] = []
 
     def clear(self) -> None:
@@ -90,7 +90,7 @@ class SiteBank(Observer):
         self.sum = torch.zeros(S, dtype=f64, device=dev)
         self.sumsq = torch.zeros(S, dtype=f64, device=dev)
         self.massive = torch.zeros(S, dtype=i64, device=dev)
-        self.hist = torch.zeros(S, FINE_BINS, dtype=f64, device=dev)
+        self.hist = torch.zeros(S, HIST_BINS, dtype=f64, device=dev)  # 64 bins per octave
         self.top_score = torch.full((S, TOP_K), -1.0, dtype=f64, device=dev)
         self.top_key = torch.full((S, TOP_K), NO_KEY, dtype=i64, device=dev)
         self.top_val = torch.zeros(S, TOP_K, dtype=f64, device=dev)
@@ -215,8 +215,9 @@ class SiteBank(Observer):
         hist_rows = (torch.arange(N, device=dev) % self.hist_stride == ctx.forward % self.hist_stride)
         pad = (hist_rows & ~rows.valid).sum()
         zeros = pad * width + torch.where(hist_rows, f["nf"], 0).sum(-1)  # routed to bin 0, not counted
-        f["hist"][:, 0] -= zeros
-        self.hist += torch.where(fired[:, None], f["hist"], 0)
+        hist = coarse(f["hist"]).double()
+        hist[:, 0] -= zeros
+        self.hist += torch.where(fired[:, None], hist, 0)
         imx, imn = f["imx"], f["imn"]
         chan = torch.where(mx > mn.neg(), imx, torch.where(mn.neg() > mx, imn, torch.minimum(imx, imn)))
         val = torch.where(chan == imx, mx, mn)
@@ -314,7 +315,7 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
         name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=nf_loc,
         max=float(h["max"][i]), min=float(h["min"][i]), absmax=abs(top[0].value), absmax_location=top[0].location,
         mean=mean, std=math.sqrt(max(ms - mean * mean, 0.0)), rms=math.sqrt(ms),
-        quantiles=histogram_quantiles(coarse(h["hist"][i])), top=top, massive=int(h["massive"][i]),
+        quantiles=histogram_quantiles(h["hist"][i]), top=top, massive=int(h["massive"][i]),
         top_channels=chans,
     )
 
@@ -336,7 +337,7 @@ def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int
         torch.min(x2, -1, out=(sc.mn[i], sc.imn[i]))
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones, host=False)
+    add_counts(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones, host=False)
     if exact or massive:
         a = x2.abs()
         med = a.kthvalue((a.shape[-1] - 1) // 2 + 1, -1).values
@@ -357,7 +358,7 @@ def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, s
     sc.nf[i].zero_()
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_fine(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
+    add_counts(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
     sc.mas[i].zero_()
     rabs = torch.maximum(mx, mn.neg())
     cand = ((rabs > MASSIVE_ABS) & rows.valid).nonzero().reshape(-1)
