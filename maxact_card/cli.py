@@ -141,6 +141,8 @@ def audit(model: str, **kw: Any) -> None:
     fail_above: Optional[float] = kw.pop("fail_above")
     write_card, open_pr, dry_run, force = (kw.pop(k) for k in ("write_card", "open_pr", "dry_run", "force"))
     template = kw.pop("template")
+    if fail_above is not None and fail_above != fail_above:
+        raise UsageError("--fail-above must be a number, got nan; give the largest M you accept, e.g. 65504")
     if (dry_run or force) and not open_pr:
         raise UsageError("--dry-run and --force apply to --open-pr; add --open-pr")
     if write_card and not Path(model).is_dir():
@@ -178,7 +180,9 @@ def audit(model: str, **kw: Any) -> None:
         if result.url:
             click.echo(f"pull request: {result.url}")
     if fail_above is not None and report.peak is not None and report.peak.abs > fail_above:
-        raise ThresholdExceeded(f"M = {report.peak.abs:.6g} at {report.peak.site} exceeds --fail-above {fail_above:g}")
+        p = report.peak
+        what = f"M is not finite ({p.nonfinite} NaN/Inf activations, the first" if p.nonfinite else f"M = {p.abs:.6g}"
+        raise ThresholdExceeded(f"{what} at {p.site}{')' if p.nonfinite else ''} exceeds --fail-above {fail_above:g}")
 
 
 # Options that publish or authenticate: not part of how the measurement is reproduced.

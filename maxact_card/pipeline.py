@@ -59,7 +59,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     batches and gets the merged report; only process 0 echoes and shows progress."""
     from .corpus import load_documents, select, tokenize
     from .loading import load, text_config
-    from .measure import distributed, kind_maxima, measure, peak_of
+    from .measure import distributed, kind_maxima, measure, peak_of, site_maxima
     from .progress import progress_bar
     from .sites import find_sites
 
@@ -135,7 +135,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     peak = peak_of(out.sites)
     from .quant import fp16_safe, headroom
 
-    site_max = {s.name: s.absmax for s in out.sites if s.absmax is not None}
+    site_max = site_maxima(out.sites)
     total = time.perf_counter() - t0
     return Report(
         schema_version=SCHEMA_VERSION,

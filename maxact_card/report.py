@@ -80,7 +80,9 @@ class SiteStats:
 
 @dataclass(frozen=True)
 class Peak:
-    """M: the largest |activation| over the headline sites, where it first appears."""
+    """M: the largest |activation| over the headline sites, where it first appears. When a headline
+    site held NaN/Inf, M is infinite and located at the first non-finite value (in forward order);
+    `finite_abs` is then the largest finite |a|, and `nonfinite` counts the non-finite values."""
 
     value: float
     abs: float
@@ -92,6 +94,8 @@ class Peak:
     token: str
     token_id: int
     channel: int
+    nonfinite: int = 0  # schema 1.2
+    finite_abs: Optional[float] = None  # schema 1.2
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,8 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
         "weights": report.model.weights or "",
         "dtype": report.model.dtype,
         "max_abs_activation": _f(peak.abs) if peak else None,
+        **({"nonfinite_activations": peak.nonfinite, "max_abs_finite_activation": _f(peak.finite_abs)}
+           if peak and peak.nonfinite else {}),
         "max_activation_site": peak.site if peak else "",
         "max_activation_layer": peak.layer if peak and peak.layer is not None else -1,
         "fp16_safe": report.fp16_safe,
@@ -378,5 +384,4 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
 
 
 def _f(x: float) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else float("nan")
+    return float(x)  # YAML writes .inf and .nan

@@ -20,6 +20,12 @@ def summary(report: Report) -> str:
     p = report.peak
     if p is None:
         lines.append("M: no activations were measured")
+    elif p.nonfinite:
+        where = f"layer {p.layer}, " if p.layer is not None else ""
+        lines.append(f"M = NON-FINITE: {p.nonfinite:,} NaN/Inf activations, the first at {p.site}: {where}"
+                     f"sample {p.sample}, position {p.position}, token {p.token!r}, channel {p.channel}")
+        lines.append(f"largest finite |a|: {fmt(p.finite_abs) if p.finite_abs is not None else 'none'}")
+        lines.append("fp16 safe: NO (non-finite activations)")
     else:
         where = f"layer {p.layer}, " if p.layer is not None else ""
         lines.append(f"M = {fmt(p.abs)}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "

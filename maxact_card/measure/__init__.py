@@ -8,6 +8,6 @@ distributed.py (data parallelism) · results.py (M and the per-kind maxima).
 """
 
 from .passes import HIST_STRIDE, Measurement, Probe, measure, no_progress
-from .results import kind_maxima, peak_of
+from .results import kind_maxima, peak_of, site_maxima
 
-__all__ = ["HIST_STRIDE", "Measurement", "Probe", "kind_maxima", "measure", "no_progress", "peak_of"]
+__all__ = ["HIST_STRIDE", "Measurement", "Probe", "kind_maxima", "measure", "no_progress", "peak_of", "site_maxima"]

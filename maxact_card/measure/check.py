@@ -98,11 +98,11 @@ class Calibration:
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
         for site, r in zip(self.sites, self.ranges):
-            if not r.hist.sum() > 0:  # never saw a real token
-                continue
+            # A site that saw no finite value (all NaN/Inf) has no usable scale: its quantizers
+            # output zeros, and the audit's verdicts are unsafe anyway.
             values = r.quantiles({f"p{p:g}": p / 100 for p in percentiles})
             absmax = r.absmax.float()
-            clip = {p: min(values[f"p{p:g}"], float(absmax)) for p in percentiles}
+            clip = {p: min(values.get(f"p{p:g}", 0.0), float(absmax)) for p in percentiles}
             out[site.name] = site_quantizers(absmax, clip, device=absmax.device)
         return out
 

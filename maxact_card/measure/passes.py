@@ -27,7 +27,7 @@ from .check import Calibration, Evaluation, error_sites, linear_inputs
 from .context import BatchContext
 from .distributed import Group
 from .hooks import forward, hooked, input_device, release_heap
-from .results import peak_of
+from .results import peak_of, site_maxima
 from .site_stats import SiteBank, SiteInfo
 
 # Every 8th token row feeds the quantile histogram (README, "Statistics"); 1 = every row.
@@ -181,7 +181,7 @@ def measure(
         group.merge([probe.bank] + ev.observers())
     sites = probe.bank.result(decode)
     peak = peak_of(sites)
-    absmax = {s.name: s.absmax for s in sites if s.absmax is not None}
+    absmax = site_maxima(sites)
     layers = {s.name: s.layer for s in ev.sites}
     report = ev.report(len(first), len(rest), eval_tokens, layers, peak.abs if peak else None, absmax,
                        sum(s.nonfinite for s in sites))

@@ -211,6 +211,9 @@ def build_verdicts(
             out.append(dtype_verdict(fmt, m, site_absmax, nonfinite, thresholds=thresholds))
     formats = list(dict.fromkeys([s.format for s in sites] + [e.format for e in end_to_end]))
     e2e = {e.format: e for e in end_to_end}
+    if nonfinite:  # no format represents a NaN/Inf the model computes: none can be called safe
+        return tuple(out) + tuple(Verdict(fmt, "unsafe", f"{nonfinite} non-finite activation(s) observed")
+                                  for fmt in formats)
     for fmt in formats:
         w = worst_site(sites, fmt)
         e = e2e.get(fmt)
