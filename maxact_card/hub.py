@@ -429,6 +429,11 @@ class Hub:
             msg = NetworkError(self._unreachable(self._root_cause(exc)))
         elif isinstance(exc, self._transport):
             msg = NetworkError(self._unreachable(exc))
+        elif isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError)):
+            # A 200 that is not the Hub's API: an HTML page, or JSON of another shape.
+            msg = NetworkError(f"the server at {where} answered, but not as the Hugging Face Hub does "
+                               f"({type(exc).__name__}); check HF_ENDPOINT, and any proxy or captive portal "
+                               "between you and the Hub")
         if msg is not None:
             msg.args = (self._scrub(str(msg)),)
         return msg

@@ -197,11 +197,13 @@ class HubState:
             self.repo(repo_id, repo_type).authorized.add(user)
 
     def set_fault(self, mode: str | None, match: str | None = None) -> None:
-        """Fail requests: "500" answers HTTP 500, "close" drops the connection without an answer.
+        """Fail requests: "500" answers HTTP 500, "close" drops the connection without an answer,
+        "html" answers 200 with an HTML page and "shape" 200 with JSON of another shape (what a
+        captive portal or a misconfigured proxy sends).
 
         `match` limits the fault to request paths containing that string; None clears the fault.
         """
-        if mode not in (None, "500", "503", "close"):
+        if mode not in (None, "500", "503", "close", "html", "shape"):
             raise ValueError(f"unknown fault {mode!r}")
         with self.lock:
             self.fault = mode
@@ -364,6 +366,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(2)
                 except OSError:
                     pass
+                return
+            if fault == "html":
+                self._send(200, b"<html><body>Sign in to the network</body></html>", method=method,
+                           content_type="text/html; charset=utf-8")
+                return
+            if fault == "shape":
+                self._send(200, json.dumps(["not", "the", "Hub"]).encode(), method=method)
                 return
             message = "Internal Error - We're working hard to fix this as soon as possible!"
             self._send_error(ApiError(int(fault), message), method)

@@ -434,3 +434,22 @@ def test_server_tree_discussions_and_comments(tokens):
     assert [d.num for d in api.get_repo_discussions("alice/tree", author="bob")] == [1]
     assert list(api.get_repo_discussions("alice/tree", author="alice")) == []
     assert list(api.get_repo_discussions("alice/tree", discussion_status="closed")) == []
+
+
+@pytest.mark.parametrize("fault", ["html", "shape"])
+def test_an_answer_that_is_not_the_hubs_is_one_clear_error(tokens, fault):
+    """A proxy or captive portal that answers 200 with an HTML page, or JSON of another shape."""
+    sha = tokens.create_repo("alice/tiny", {**SUPPORT, "model.safetensors": b"w"})
+    tokens.set_fault(fault)
+    hub = Hub(token=WRITE)
+    for call in (
+        lambda: hub.resolve_revision("alice/tiny"),
+        lambda: hub.download_model("alice/tiny", sha),
+        lambda: hub.whoami(),
+        lambda: hub.find_open_pr("alice/tiny", author="alice", title="t"),
+    ):
+        with pytest.raises(NetworkError) as err:
+            call()
+        text = assert_clean(err)
+        assert f"the server at {tokens.url} answered, but not as the Hugging Face Hub does" in text
+        assert "HF_ENDPOINT" in text

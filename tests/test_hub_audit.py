@@ -173,6 +173,15 @@ def test_network_failure_is_a_one_line_message(hub, tiny_files, tmp_path: Path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("fault", ["html", "shape"])
+def test_an_endpoint_that_is_not_the_hub_is_a_one_line_message(hub, tiny_files, tmp_path: Path, fault: str):
+    hub.create_repo(REPO, tiny_files)
+    hub.set_fault(fault)
+    result = invoke(["audit", REPO, *SMALL, "-o", str(tmp_path / "out")])
+    assert_one_line_error(result, f"the server at {hub.url} answered, but not as the Hugging Face Hub does")
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+
+
 def test_default_output_dir_of_a_hub_repo(hub, tiny_files, tmp_path: Path, monkeypatch):
     sha = hub.create_repo(REPO, tiny_files)
     monkeypatch.chdir(tmp_path)
