@@ -60,19 +60,43 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+class _Interrupts:
+    """Ctrl-C while a command runs. Some libraries turn the KeyboardInterrupt into an error of
+    their own (a model that 'cannot load'): the flag tells the two apart."""
+
+    seen = False
+
+    @classmethod
+    def catch(cls, signum: int, frame: Any) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+        import threading
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _Interrupts.catch) if main_thread else None
+        _Interrupts.seen = False
+        debug = os.environ.get("MAXACT_DEBUG") == "1"
         try:
             return fn(*args, **kwargs)
-        except MaxActCardError as exc:
-            if os.environ.get("MAXACT_DEBUG") == "1":
-                raise
-            _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            if os.environ.get("MAXACT_DEBUG") == "1":
+            if debug:
                 raise
             _fail("interrupted; nothing was written", 130)
+        except Exception as exc:
+            if _Interrupts.seen and not debug:
+                _fail("interrupted; nothing was written", 130)
+            if not isinstance(exc, MaxActCardError) or debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     return wrapper
 
@@ -107,6 +131,8 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--device-map", type=click.Choice(["auto"]), help="Shard the model across devices with accelerate.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the repo's own modelling code (off by default).")
+@click.option("--allow-missing-weights", is_flag=True,
+              help="Audit a checkpoint that lacks tensors the model needs (they are random) or holds others.")
 @click.option("--corpus", default="builtin", show_default=True,
               help="builtin, a .jsonl/.txt file, or hf://datasets/OWNER/NAME[@REVISION]/path.")
 @click.option("--samples", type=int, default=256, show_default=True, help="Number of corpus samples.")
@@ -117,8 +143,8 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where maxact_report.json goes "
               "(default: ./maxact-<model name>).")
 @click.option("--quant-check/--no-quant-check", default=True, show_default=True, help="Run the INT8/FP8 check.")
-@click.option("--calib-samples", type=int, default=128, show_default=True,
-              help="Samples that calibrate scales; the rest evaluate.")
+@click.option("--calib-samples", type=int, help="Samples that calibrate scales; the rest evaluate "
+              "[default: half of --samples, at most 128].")
 @click.option("--clip-percentiles", default="99.9,99.99", show_default=True, callback=_percentiles,
               help="Percentile clipping policies for static INT8 scales.")
 @click.option("--fail-above", type=float, help="Exit with code 3 when M exceeds this value.")
@@ -227,7 +253,8 @@ def _check_writable(out_dir: Path) -> None:
 def render(report_path: str, readme: Optional[str], output: Optional[str], template: Optional[str]) -> None:
     """Render the Activation Range section of a saved REPORT (maxact_report.json) into a model card."""
     from .publish import render_readme
-    from .report import Report, write_atomic
+    from .files import write_atomic
+    from .report import Report
 
     report = Report.load(report_path)
     text = None
@@ -235,10 +262,15 @@ def render(report_path: str, readme: Optional[str], output: Optional[str], templ
         p = Path(readme)
         if not p.is_file():
             raise UsageError(f"no README at {readme}; drop --readme to render a new card")
-        text = p.read_bytes().decode("utf-8")
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{readme} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                             f"{exc.start}); the Hub reads model cards as UTF-8: convert it and run again") from None
     card = render_readme(report, text, template=Path(template) if template else None)
     if output:
-        write_atomic(Path(output), card.encode("utf-8"))
+        write_atomic(Path(output), card.encode("utf-8"),
+                     lambda path, reason: f"cannot write {path} ({reason}); pass another -o/--output")
         click.echo(f"card: {output}", err=True)
     else:
         click.echo(card, nl=False)

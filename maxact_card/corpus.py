@@ -188,6 +188,11 @@ def _parse_jsonl(content: str, display: str, path: str) -> list[Document]:
             text = obj["text"]
             if not isinstance(text, str):
                 raise bad(f"'text' must be a string, got {_json_type(text)}")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise bad(f"'text' holds an unpaired surrogate (\\u{ord(text[e.start]):04x}) at character {e.start}, "
+                          "which is not Unicode text") from None
             docs.append(Document(text=text, input_ids=None, domain=domain))
         else:
             ids = obj["input_ids"]
@@ -472,3 +477,20 @@ def make_batches(corpus: TokenizedCorpus, batch_size: int, pad_id: int) -> list[
         pad_batch([corpus.input_ids[i] for i in group], group, pad_id)
         for group in (order[start : start + batch_size] for start in range(0, len(order), batch_size))
     ]
+
+
+def check_count(documents: list[Document], samples: int, name: str) -> None:
+    """A corpus file with fewer documents than --samples is a mistake worth one line, before the audit."""
+    if len(documents) < samples:
+        hint = " (in a .txt file, a blank line separates documents)" if name.endswith(".txt") else ""
+        raise CorpusError(f"corpus {name} holds {len(documents)} document(s), fewer than --samples {samples}"
+                          f"{hint}; add documents or lower --samples")
+
+
+def check_vocabulary(corpus: TokenizedCorpus, vocab_size: int) -> None:
+    """Every token id must index the model's embedding table."""
+    for i, ids in enumerate(corpus.input_ids):
+        top = max(ids)
+        if top >= vocab_size:
+            raise CorpusError(f"corpus {corpus.name}: sample {i} holds token id {top}, outside the model's "
+                              f"vocabulary of {vocab_size} ids; tokenize the corpus with this model's tokenizer")

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .errors import ModelLoadError, ModelNotFoundError, NoWeightsError, RemoteCodeError, UsageError
+from .errors import (
+    ModelLoadError,
+    ModelNotFoundError,
+    NoWeightsError,
+    RemoteCodeError,
+    UnsupportedArchitectureError,
+    UsageError,
+)
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
 
@@ -64,18 +71,57 @@ def dir_source(model_id: str, path: Path, revision: Optional[str], gguf_file: Op
     return Source(model_id, "hub" if revision else "dir", path, None, revision, weights)
 
 
-def check_remote_code(source: Source, trust_remote_code: bool) -> None:
-    """Refuse, before any import, a checkpoint whose architecture lives in the repo's own code."""
-    if trust_remote_code or source.gguf_file:
+# Encoder models (some of which transformers also builds with a causal-LM head): out of scope.
+ENCODER_TYPES = frozenset({
+    "albert", "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "deberta", "deberta-v2",
+    "distilbert", "electra", "ernie", "megatron-bert", "modernbert", "mpnet", "nezha", "qdqbert", "rembert",
+    "roberta", "roberta-prelayernorm", "roc_bert", "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod",
+})
+
+
+def parse_config(text: str, model_id: str) -> dict[str, Any]:
+    """config.json as a dict; a file that is not a JSON object is one line, not a traceback."""
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"config.json of {model_id} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                             "re-download the checkpoint or fix the file") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"config.json of {model_id} is not a JSON object; re-download the checkpoint")
+    return cfg
+
+
+def check_config(cfg: dict[str, Any], model_id: str, trust_remote_code: bool) -> None:
+    """Refuse, before any download of weights or import of model code, what cannot be audited: an
+    encoder or encoder-decoder model, or an architecture that lives in the repo's own code."""
+    kind = cfg.get("model_type")
+    if cfg.get("is_encoder_decoder") or kind in ENCODER_TYPES:
+        what = "an encoder-decoder" if cfg.get("is_encoder_decoder") else "an encoder"
+        raise UnsupportedArchitectureError(
+            f"{model_id} is {what} model ({kind or 'unknown type'}); maxact-card measures decoder-only "
+            "language models (and the text decoder of vision-language models): encoder and encoder-decoder "
+            "models are out of its scope")
+    if trust_remote_code:
         return
-    cfg = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
     from transformers import CONFIG_MAPPING
 
-    if "auto_map" in cfg and cfg.get("model_type") not in CONFIG_MAPPING:
+    if "auto_map" in cfg and kind not in CONFIG_MAPPING:
         raise RemoteCodeError(
-            f"{source.model_id} needs code from its repo to load (config.json auto_map); "
+            f"{model_id} needs code from its repo to load (config.json auto_map); "
             "review that code, then pass --trust-remote-code"
         )
+
+
+def check_remote_code(source: Source, trust_remote_code: bool) -> None:
+    """check_config on a local checkpoint's config.json (GGUF files carry no config.json)."""
+    if source.gguf_file:
+        return
+    try:
+        text = (source.path / "config.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"cannot read config.json of {source.model_id} ({exc}); re-download the checkpoint") \
+            from None
+    check_config(parse_config(text, source.model_id), source.model_id, trust_remote_code)
 
 
 def pick_device(device: str) -> str:
@@ -103,7 +149,7 @@ def _mps_available() -> bool:
 
 
 def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], trust_remote_code: bool,
-         progress: bool = True) -> Loaded:
+         progress: bool = True, allow_missing_weights: bool = False) -> Loaded:
     from transformers.utils import logging as hf_logging
 
     check_remote_code(source, trust_remote_code)
@@ -115,7 +161,9 @@ def load(source: Source, *, dtype: str, device: str, device_map: Optional[str], 
     if not progress:
         hf_logging.disable_progress_bar()
     with _quiet_gguf_bar() if not progress and source.gguf_file else contextlib.nullcontext():
-        model, tokenizer, torch_dtype = _from_pretrained(source, dtype, device_map, kw)
+        model, tokenizer, torch_dtype, info = _from_pretrained(source, dtype, device_map, kw)
+    if not allow_missing_weights:
+        check_weights(source.model_id, info)
     if not device_map:
         model.to(dev)
     model.eval()
@@ -159,22 +207,43 @@ def _from_pretrained(source: Source, dtype: str, device_map: Optional[str], kw: 
         torch_dtype = resolve_dtype(dtype, config, bool(source.gguf_file))
         # The config is parsed once (a GGUF file's metadata takes seconds to read): both reuse it.
         tokenizer = AutoTokenizer.from_pretrained(path, config=config, **kw)
-        mkw = dict(kw, dtype=torch_dtype, config=config)
+        mkw = dict(kw, dtype=torch_dtype, config=config, output_loading_info=True)
         if device_map:
             mkw["device_map"] = device_map
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+            model, info = AutoModelForCausalLM.from_pretrained(path, **mkw)
         except ValueError:
             from transformers import AutoModelForImageTextToText
 
-            model = AutoModelForImageTextToText.from_pretrained(path, **mkw)
+            model, info = AutoModelForImageTextToText.from_pretrained(path, **mkw)
     except Exception as exc:  # transformers, safetensors and gguf raise many types for a bad checkpoint
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
             f"cannot load {source.model_id}: {first}; check that the checkpoint is complete and a "
             "transformers model (re-download it, or update transformers)"
         ) from exc
-    return model, tokenizer, torch_dtype
+    return model, tokenizer, torch_dtype, info
+
+
+def check_weights(model_id: str, info: dict[str, Any]) -> None:
+    """A tensor the model needs but the checkpoint lacks would be random; one it holds but the model
+    does not read means another architecture: either way the card would not describe this checkpoint."""
+    missing = sorted(info.get("missing_keys") or ()) + sorted(str(k[0]) if isinstance(k, tuple) else str(k)
+                                                            for k in info.get("mismatched_keys") or ())
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    if not (missing or unexpected):
+        return
+    parts = []
+    if missing:
+        parts.append(f"lacks {len(missing)} tensor(s) the model needs ({_names(missing)}), which would be random")
+    if unexpected:
+        parts.append(f"holds {len(unexpected)} tensor(s) the model does not read ({_names(unexpected)})")
+    raise ModelLoadError(f"{model_id} {' and '.join(parts)}; fix the checkpoint, or pass --allow-missing-weights "
+                         "to audit it anyway")
+
+
+def _names(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (f", and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def text_config(config: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Optional
 from .errors import UsageError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+CALIB_SAMPLES = 128  # the most calibration samples taken by default
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class AuditOptions:
     device: str = "auto"
     device_map: Optional[str] = None
     trust_remote_code: bool = False
+    allow_missing_weights: bool = False
     corpus: str = "builtin"
     samples: int = 256
     max_seq_len: int = 512
@@ -32,7 +34,7 @@ class AuditOptions:
     batch_size: str = "auto"
     output_dir: Optional[str] = None
     quant_check: bool = True
-    calib_samples: int = 128
+    calib_samples: Optional[int] = None  # None: half of `samples`, at most CALIB_SAMPLES
     clip_percentiles: tuple[float, ...] = (99.9, 99.99)
     progress: bool = True
     command: str = ""
@@ -41,8 +43,24 @@ class AuditOptions:
         for name in ("samples", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if self.calib_samples < 0:
+        if self.calib_samples is not None and self.calib_samples < 0:
             raise UsageError(f"--calib-samples must be >= 0, got {self.calib_samples}")
+        if self.quant_check:
+            if self.calib_samples == 0:
+                raise UsageError("--calib-samples 0 leaves nothing to calibrate the INT8/FP8 scales on; "
+                                 "pass a positive number, or --no-quant-check")
+            if self.samples < 2:
+                raise UsageError(f"the INT8/FP8 check needs at least 2 samples (one to calibrate, one to "
+                                 f"evaluate), got --samples {self.samples}; raise --samples or pass --no-quant-check")
+            if self.calib_samples is not None and self.calib_samples >= self.samples:
+                raise UsageError(f"--calib-samples {self.calib_samples} leaves no samples to evaluate on with "
+                                 f"--samples {self.samples}; lower --calib-samples below {self.samples} "
+                                 "or raise --samples")
+        if not self.clip_percentiles:
+            raise UsageError("--clip-percentiles needs at least one percentile, e.g. 99.9,99.99")
+        if len(set(self.clip_percentiles)) != len(self.clip_percentiles):
+            raise UsageError(f"--clip-percentiles lists a percentile twice "
+                             f"({','.join(f'{p:g}' for p in self.clip_percentiles)}); give each once")
         if self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.batch_size != "auto" and not (str(self.batch_size).isdigit() and int(self.batch_size) > 0):
@@ -50,5 +68,10 @@ class AuditOptions:
         if self.device_map not in (None, "auto"):
             raise UsageError(f"--device-map accepts only 'auto', got {self.device_map!r}")
         for p in self.clip_percentiles:
-            if not 50.0 < p < 100.0:
+            if not 50.0 < p < 100.0:  # NaN fails too
                 raise UsageError(f"--clip-percentiles must lie between 50 and 100, got {p}")
+
+    @property
+    def calib(self) -> int:
+        """Calibration samples of the INT8/FP8 check: as given, else half of --samples, at most 128."""
+        return self.calib_samples if self.calib_samples is not None else min(CALIB_SAMPLES, self.samples // 2)

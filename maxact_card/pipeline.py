@@ -28,21 +28,29 @@ def reproduce_command(o: AuditOptions, revision: Optional[str]) -> str:
     if not o.quant_check:
         parts.append("--no-quant-check")
     else:
-        parts += ["--calib-samples", str(o.calib_samples)]
+        parts += ["--calib-samples", str(o.calib)]
     return " ".join(parts)
 
 
 def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
-    from .loading import dir_source, local_source, looks_local
+    """Where the checkpoint is on disk. What cannot be audited (an encoder model, code the user has
+    not allowed, a config.json that is not JSON) is refused first: on the Hub, before any weights
+    are downloaded."""
+    from .loading import check_config, check_remote_code, dir_source, local_source, looks_local, parse_config
 
     if looks_local(o.model):
         if o.revision:
             from .errors import UsageError
 
             raise UsageError("--revision applies to Hub repos only; drop it for a local checkpoint")
-        return local_source(o.model)
+        source = local_source(o.model)
+        check_remote_code(source, o.trust_remote_code)
+        return source
     hub = hub_factory()
     sha = hub.resolve_revision(o.model, o.revision)
+    config = hub.read_text(o.model, "config.json", sha)
+    if config is not None:
+        check_config(parse_config(config, o.model), o.model, o.trust_remote_code)
     snap = hub.download_model(o.model, sha)
     return dir_source(o.model, snap.path, sha, snap.gguf_file, snap.weights)
 
@@ -57,7 +65,7 @@ def _settings(o: AuditOptions) -> str:
 def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
     """The audit. Under torchrun or accelerate launch every process runs it on its share of the
     batches and gets the merged report; only process 0 echoes and shows progress."""
-    from .corpus import load_documents, select, tokenize
+    from .corpus import check_count, check_vocabulary, load_documents, select, tokenize
     from .loading import load, text_config
     from .measure import distributed, kind_maxima, measure, peak_of, site_maxima
     from .progress import progress_bar
@@ -90,10 +98,13 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         return hub_factory().download_dataset_file(repo, path, sha), sha
 
     name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
+    if o.corpus != "builtin":
+        check_count(docs, o.samples, name)
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
     loaded = load(source, dtype=o.dtype, device=device or "auto", device_map=o.device_map,
-                  trust_remote_code=o.trust_remote_code, progress=o.progress)
+                  trust_remote_code=o.trust_remote_code, progress=o.progress,
+                  allow_missing_weights=o.allow_missing_weights)
     model, tok = loaded.model, loaded.tokenizer
     model_sites = find_sites(model)
     t_load = time.perf_counter() - t0
@@ -107,6 +118,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         echo(f"--max-seq-len {seq_len} is longer than the model's context ({context} tokens); using {context}")
         seq_len = context
     corpus = tokenize(select(docs, o.samples, o.seed), tok, seq_len, name=name, seed=o.seed)
+    check_vocabulary(corpus, model.get_input_embeddings().num_embeddings)
     group.agree("corpus or model", (corpus.record().fingerprint, source.revision, source.weights))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
@@ -114,7 +126,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         return tok.decode([i])
 
     batch_size = None if o.batch_size == "auto" else int(o.batch_size)
-    calib = corpus.split_indices(o.calib_samples)[0] if o.quant_check else None
+    calib = corpus.split_indices(o.calib)[0] if o.quant_check else None
     out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
                   calib_indices=calib, percentiles=o.clip_percentiles,
                   progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress and group.main),

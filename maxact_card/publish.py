@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .card import _lines as split_lines
 from .card import FIGURE_NAME, REPORT_NAME, extract_metadata, render_pr_description, render_readme, settings_key
 from .errors import OutputError, UsageError
-from .report import Report, write_atomic
+from .files import write_all
+from .report import Report
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -60,9 +61,13 @@ def write_card(report: Report, model_dir: Path, *, template: Optional[Path] = No
     except OSError as exc:
         raise OutputError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
     files = card_files(report, render_readme(report, current, template=template))
-    # README last: a card never points at a figure that is not there yet.
-    for name in (FIGURE_NAME, REPORT_NAME, README_NAME):
-        write_atomic(model_dir / name, files[name])
+
+    def advice(target: Path, reason: str) -> str:
+        return (f"cannot write the card into {model_dir} ({target.name}: {reason}); the card goes next to the "
+                "model: free some space or make that folder writable (nothing was changed)")
+
+    # All three or none; the README is renamed last, so it never points at a figure not there yet.
+    write_all({model_dir / name: files[name] for name in (FIGURE_NAME, REPORT_NAME, README_NAME)}, advice)
     return path
 
 

@@ -10,14 +10,14 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import OutputError, ReportError
+from .errors import ReportError
+from .files import write_atomic
 
 SCHEMA_VERSION = "1.2"
 
@@ -280,26 +280,6 @@ class Report:
                 best[s.layer] = (s.absmax, s.name)
         ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
         return [(layer, v, name) for layer, (v, name) in ranked[:n]]
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same directory and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path.parent} ({exc.strerror}); pass a writable --output-dir") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _to_plain(obj: Any) -> Any:

@@ -194,6 +194,35 @@ def _corpus(name: str, content: str):
     return make
 
 
+def _config_not_json(tmp: Path, tiny: Path) -> str:
+    d = tmp / "bad-config"
+    shutil.copytree(tiny, d)
+    (d / "config.json").write_text('{"model_type": "llama", oops', encoding="utf-8")
+    return str(d)
+
+
+def _other_family(model_type: str, **fields):
+    """A checkpoint directory of an encoder or encoder-decoder family (its weights are never read)."""
+    def make(tmp: Path, tiny: Path) -> str:
+        d = tmp / model_type
+        shutil.copytree(tiny, d)
+        (d / "config.json").write_text(json.dumps({"model_type": model_type, **fields}), encoding="utf-8")
+        return str(d)
+
+    return make
+
+
+def _missing_tensor(tmp: Path, tiny: Path) -> str:
+    from safetensors.torch import load_file, save_file
+
+    d = tmp / "missing-tensor"
+    shutil.copytree(tiny, d)
+    weights = load_file(d / "model.safetensors")
+    del weights["model.layers.1.mlp.down_proj.weight"]
+    save_file(weights, d / "model.safetensors", metadata={"format": "pt"})
+    return str(d)
+
+
 BAD_JSONL = '{"text": "w4 w5 w6"}\n{"text": "w7 w8"}\n{"text": oops}\n{"text": "w9"}\n'
 
 # id -> (model(tmp, tiny) or None for the tiny checkpoint, extra args(tmp), substrings of the message)
@@ -224,6 +253,27 @@ ERROR_CASES = {
     "revision-on-local": (None, lambda tmp: ["--revision", "main"], ["--revision applies to Hub repos only"]),
     "clip-percentile": (None, lambda tmp: ["--clip-percentiles", "99.9,100"], ["--clip-percentiles"]),
     "device-unknown": (None, lambda tmp: ["--device", "tpu"], ["--device must be auto, cpu, cuda, cuda:N or mps"]),
+    "calib-samples-0": (None, lambda tmp: ["--quant-check", "--calib-samples", "0"],
+                        ["--calib-samples 0 leaves nothing to calibrate", "--no-quant-check"]),
+    "calib-samples-all": (None, lambda tmp: ["--quant-check", "--calib-samples", "8"],
+                          ["--calib-samples 8 leaves no samples to evaluate on with --samples 8"]),
+    "samples-1-with-check": (None, lambda tmp: ["--quant-check", "--samples", "1"], ["needs at least 2 samples"]),
+    "clip-empty": (None, lambda tmp: ["--clip-percentiles", ""], ["--clip-percentiles needs at least one"]),
+    "clip-twice": (None, lambda tmp: ["--clip-percentiles", "99.9,99.90"], ["lists a percentile twice"]),
+    "config-not-json": (_config_not_json, lambda tmp: [], ["config.json of", "is not valid JSON (line 1"]),
+    "encoder-model": (_other_family("bert", architectures=["BertModel"]), lambda tmp: [],
+                      ["is an encoder model (bert)", "out of its scope"]),
+    "encoder-decoder-model": (_other_family("t5", is_encoder_decoder=True), lambda tmp: [],
+                              ["is an encoder-decoder model (t5)", "out of its scope"]),
+    "missing-tensor": (_missing_tensor, lambda tmp: [],
+                       ["lacks 1 tensor(s) the model needs (model.layers.1.mlp.down_proj.weight)",
+                        "--allow-missing-weights"]),
+    "corpus-surrogate": (None, lambda tmp: ["--corpus", _corpus("sur.jsonl", '{"text": "w4 \\ud800 w5"}\n' * 9)(tmp)],
+                         ["sur.jsonl line 1", "unpaired surrogate (\\ud800)"]),
+    "corpus-id-beyond-vocabulary": (None, lambda tmp: ["--corpus", _corpus("ids.jsonl", '{"input_ids": [1, 500]}\n' * 9)(tmp)],
+                                    ["token id 500, outside the model's vocabulary of 128 ids"]),
+    "corpus-txt-one-document": (None, lambda tmp: ["--corpus", _corpus("one.txt", "w4 w5\nw6 w7\nw8\n")(tmp)],
+                                ["holds 1 document(s), fewer than --samples 8", "blank line separates documents"]),
     # Linux has no MPS device; an unavailable device is refused before anything is loaded onto it.
     "device-mps-absent": (None, lambda tmp: ["--device", "mps"], ["--device mps: no MPS device is available"]),
 }
