@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .card import _lines as split_lines
 from .card import FIGURE_NAME, REPORT_NAME, extract_metadata, render_pr_description, render_readme, settings_key
 from .errors import OutputError, UsageError
+from .readme_merge import split_lines
 from .report import Report, write_atomic
 
 if TYPE_CHECKING:
