@@ -46,6 +46,7 @@ _CODE = ("fence", "code_block")
 class _Doc:
     bom: str
     head: Optional[str]  # leading whitespace and the opening '---' line of the front matter, with its break
+    yaml: Optional[str]  # the YAML as the Hub parses it: without the line break before the closing '---'
     fm: Optional[str]  # the YAML, ending with the line break before the closing '---'
     close: Optional[str]  # the closing '---' line (no line break when it ends the file)
     body: str
@@ -87,9 +88,9 @@ def _split(text: str) -> _Doc:
     if m:
         close = m.group(3)
         cut = 2 if close.startswith("\r\n") else 1
-        return _Doc(bom, m.group(1), m.group(2) + close[:cut], close[cut:], rest[m.end():], nl)
+        return _Doc(bom, m.group(1), m.group(2), m.group(2) + close[:cut], close[cut:], rest[m.end():], nl)
     blank = _BLANK_OPENING.match(rest)
-    return _Doc(bom, None, None, None, rest, nl, blank_opening=bool(blank and _is_mapping(blank.group(2))))
+    return _Doc(bom, None, None, None, None, rest, nl, blank_opening=bool(blank and _is_mapping(blank.group(2))))
 
 
 def _is_mapping(text: str) -> bool:
@@ -140,8 +141,9 @@ def _metadata_spans(fm_lines: list[str], indent: int = 0) -> list[tuple[int, int
     return spans
 
 
-def _merge_metadata(doc: _Doc, block: str) -> str:
-    """Everything up to and including the front matter, with the metadata block in place."""
+def _merge_metadata(doc: _Doc, block: str, at_start: bool = False) -> str:
+    """Everything up to and including the front matter, with the metadata block in place: where the
+    key was, else at the end of the front matter (`at_start`: at its start)."""
     nl = doc.nl
     block = _with_newline(block, nl)
     if doc.fm is None:
@@ -156,6 +158,8 @@ def _merge_metadata(doc: _Doc, block: str) -> str:
         for s, e in reversed(later):  # duplicates of our own key: only the first one stays
             del lines[s:e]
         lines[s0:e0] = [block]
+    elif at_start:
+        lines.insert(0, block)
     else:
         lines.append(block)
     assert doc.head is not None and doc.close is not None
@@ -173,38 +177,41 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _check_metadata(doc: _Doc) -> None:
-    """Refuse front matter that the Hub would read differently once the key is added."""
+def _placement(doc: _Doc) -> bool:
+    """Where the key goes (True: at the start of the front matter, False: at its end), such that the
+    Hub reads the author's keys as before plus ours; raises UsageError when no place works."""
     if doc.blank_opening:
         raise UsageError(
             "README.md starts its metadata with a '---' line followed by spaces or tabs, which the Hub "
             "does not read as metadata; delete the blanks after that '---' and run again"
         )
-    if doc.fm is None:
-        return
+    if doc.yaml is None:
+        return False
     try:
-        author = yaml.safe_load(doc.fm)
+        author = yaml.safe_load(doc.yaml)
     except yaml.YAMLError:
-        return  # not YAML before the merge either: the key is added as text, as before
+        return False  # not YAML before the merge either: the key is added as text, as before
     if author is not None and not isinstance(author, dict):
         raise UsageError(
             "README.md's metadata block (between the '---' lines at the top) is YAML but not a "
             "mapping of `key: value` lines, so the Hub cannot read it; fix it and run again"
         )
     expected = {k: v for k, v in (author or {}).items() if k != METADATA_KEY}
-    expected[METADATA_KEY] = yaml.safe_load(_PLACEHOLDER)[METADATA_KEY]
-    merged = _merge_metadata(doc, _PLACEHOLDER)[len(doc.bom):]
-    m = HF_YAML_BLOCK.match(merged)
-    try:
-        data = yaml.safe_load(m.group(2)) if m else None
-    except yaml.YAMLError:
-        data = None
-    if not _same(data, expected):
-        raise UsageError(
-            "README.md's metadata block cannot take an `activation_range:` key without changing how "
-            "the Hub reads it; write the block as plain `key: value` lines (block style, one mapping) "
-            "and run again"
-        )
+    expected[METADATA_KEY] = {"placeholder": 0}  # yaml.safe_load(_PLACEHOLDER)[METADATA_KEY]
+    # At the end, unless that changes the author's last value (a `|` block scalar ending the
+    # front matter gains a line break): then at the start.
+    for at_start in (False, True):
+        m = HF_YAML_BLOCK.match(_merge_metadata(doc, _PLACEHOLDER, at_start)[len(doc.bom):])
+        try:
+            if m and _same(yaml.safe_load(m.group(2)), expected):
+                return at_start
+        except yaml.YAMLError:
+            pass
+    raise UsageError(
+        "README.md's metadata block cannot take an `activation_range:` key without changing how "
+        "the Hub reads it; write the block as plain `key: value` lines (block style, one mapping) "
+        "and run again"
+    )
 
 
 # -- the body as CommonMark ------------------------------------------------------------------------
@@ -267,10 +274,9 @@ def _find_section(blocks: _Blocks) -> Optional[tuple[int, int]]:
     return None
 
 
-def _misplaced(body: str, span: tuple[int, int]) -> Optional[tuple[Any, int]]:
-    """None when the section at `span` of `body` is found again there and its end marker stands
-    on its own, else (the code or HTML block that runs over a marker, the section's first line)."""
-    blocks = _Blocks(body)
+def _misplaced(blocks: _Blocks, span: tuple[int, int]) -> Optional[tuple[Any, int]]:
+    """None when the section at `span` is found again there and its end marker stands on its own,
+    else (the code or HTML block that runs over a marker, the section's first line)."""
     first, last = blocks.line_at(span[0]), blocks.line_at(span[1] - 1)
     try:
         found = _find_section(blocks)
@@ -288,10 +294,10 @@ def _what(token: Any) -> str:
     return "indented code block" if token.type == "code_block" else "HTML block"
 
 
-def _check_section(original: str, doc: _Doc, body: str, span: tuple[int, int]) -> None:
+def _check_section(original: str, doc: _Doc, blocks: _Blocks, span: tuple[int, int]) -> None:
     """Refuse a merge whose section would not be found again where it was put, or would be swallowed
     by a code or HTML block around it."""
-    bad = _misplaced(body, span)
+    bad = _misplaced(blocks, span)
     if bad is None:
         return
     token, first = bad
@@ -313,7 +319,7 @@ def check_section(section: str) -> None:
     """Raise UsageError when the section's end marker would not stand on its own (a code or HTML
     block of the section left open runs over it)."""
     text = section.rstrip("\r\n")
-    bad = _misplaced(text, (0, len(text)))
+    bad = _misplaced(_Blocks(text), (0, len(text)))
     if bad is not None:
         token, _ = bad
         where = f" (its {_what(token)} on line {token.map[0] + 1})" if token is not None else ""
@@ -328,18 +334,22 @@ def merge_readme(readme_text: Optional[str], *, section: str, metadata: str) -> 
 
     A section between the markers is replaced in place, else it is appended once at the end after
     one blank line. An `activation_range:` block in the front matter is replaced in place, else it
-    is added just before the closing '---' (indented like the author's top-level keys); a README
-    without front matter gets one. Every other byte stays as it was, and merging the result again
+    is added just before the closing '---' (just after the opening one when the front matter ends
+    with a `|` block scalar, which would gain a line break), indented like the author's top-level
+    keys; a README without front matter gets one. Every other byte stays as it was, and merging the result again
     gives the same bytes. Raises UsageError for a README that cannot be merged safely.
     """
     original = readme_text or ""
     doc = _split(original)
-    _check_metadata(doc)
-    nl = doc.nl
     head = _merge_metadata(doc, metadata)
+    if head != original[: doc.body_start]:  # the front matter changes: where may the key go?
+        if _placement(doc):
+            head = _merge_metadata(doc, metadata, at_start=True)
+    nl = doc.nl
     body = doc.body
     core = _with_newline(section.rstrip("\r\n"), nl)
-    span = _find_section(_Blocks(body))
+    blocks = _Blocks(body)
+    span = _find_section(blocks)
     if span is not None:
         new_body = body[: span[0]] + core + body[span[1]:]
         placed = (span[0], span[0] + len(core))
@@ -352,7 +362,7 @@ def merge_readme(readme_text: Optional[str], *, section: str, metadata: str) -> 
             sep += nl  # one blank line between the author's last line and the section
         new_body = body + sep + core + nl
         placed = (len(body) + len(sep), len(body) + len(sep) + len(core))
-    _check_section(original, doc, new_body, placed)
+    _check_section(original, doc, blocks if new_body == body else _Blocks(new_body), placed)
     return head + new_body
 
 
