@@ -36,7 +36,8 @@ BOM = "\ufeff"
 HF_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 # The same block opened by '---' plus blanks: the Hub does not read it as front matter.
 _BLANK_OPENING = re.compile(r"^(\s*---[ \t]+(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
-_KEY = r"""(?:activation_range|"activation_range"|'activation_range')[ \t]*:(?:[ \t]|\r?\n|$)"""
+_KEY = r"""(?:activation_range|"activation_range"|'activation_range')[ \t]*:(?:[ \t]|[\r\n\x85\u2028\u2029]|$)"""
+_YAML_LINE = re.compile(r"[^\r\n\x85\u2028\u2029]*(?:\r\n|[\r\n\x85\u2028\u2029])|[^\r\n\x85\u2028\u2029]+$")
 _CM_BREAK = re.compile(r"\r\n|\r|\n")  # CommonMark line endings
 _PLACEHOLDER = f"{METADATA_KEY}:\n  placeholder: 0\n"
 _CODE = ("fence", "code_block")
@@ -65,6 +66,15 @@ def split_lines(text: str) -> list[str]:
     if parts[-1]:
         out.append(parts[-1])
     return out
+
+
+def _yaml_lines(text: str) -> list[str]:
+    """Split front matter where YAML breaks lines (PyYAML: CRLF, CR, LF, NEL, U+2028, U+2029)."""
+    return _YAML_LINE.findall(text)
+
+
+def _yaml_content(line: str) -> str:
+    return line.rstrip("\r\n\x85\u2028\u2029")
 
 
 def _content(line: str) -> str:
@@ -108,7 +118,7 @@ def _indent(c: str) -> int:
 def _top_indent(fm_lines: list[str]) -> int:
     """Indentation of the top-level mapping: that of its first key (`---\\n  license: mit` is valid)."""
     for line in fm_lines:
-        c = _content(line)
+        c = _yaml_content(line)
         s = c.lstrip(" ")
         if s.strip() and not s.startswith("#"):
             return len(c) - len(s)
@@ -126,7 +136,7 @@ def _metadata_spans(fm_lines: list[str], indent: int = 0) -> list[tuple[int, int
             continue
         stop = j = i + 1
         while j < len(fm_lines):
-            c = _content(fm_lines[j])
+            c = _yaml_content(fm_lines[j])
             if c.strip() == "":
                 j += 1  # blank lines belong to the block only when more of it follows
                 continue
@@ -148,7 +158,7 @@ def _merge_metadata(doc: _Doc, block: str, at_start: bool = False) -> str:
     block = _with_newline(block, nl)
     if doc.fm is None:
         return doc.bom + "---" + nl + block + "---" + nl
-    lines = split_lines(doc.fm)
+    lines = _yaml_lines(doc.fm)
     indent = _top_indent(lines)
     if indent:
         block = "".join(" " * indent + line if _content(line) else line for line in split_lines(block))
@@ -381,7 +391,7 @@ def extract_metadata(readme_text: Optional[str]) -> Optional[dict[str, Any]]:
     doc = _split(readme_text)
     if doc.fm is None:
         return None
-    lines = split_lines(doc.fm)
+    lines = _yaml_lines(doc.fm)
     spans = _metadata_spans(lines, _top_indent(lines))
     if not spans:
         return None

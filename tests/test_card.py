@@ -470,6 +470,19 @@ def test_a_block_scalar_ending_the_front_matter_keeps_its_value(tmp_path: Path):
     assert merge(merged) == merged
 
 
+@pytest.mark.parametrize(
+    "original", ["---\nlicense: mit\r---\n# Card\n", "---\r\nlicense: mit\u2028tags: [a]\r\n---\r\n"]
+)
+def test_front_matter_lines_break_where_yaml_breaks_them(original: str, tmp_path: Path):
+    """A lone CR (the Hub's pattern and YAML) or U+2028 (YAML) ends a front matter line too."""
+    _, section, meta = pieces()
+    author = hf_metadata(original, tmp_path)
+    merged = merge(original)
+    assert hf_metadata(merged, tmp_path) == author | yaml.safe_load(meta)
+    assert merge(merged) == merged and merged.count("activation_range:") == 1
+    assert merge(merge(merged, scale=2.0)) == merged
+
+
 def test_two_rules_at_the_top_are_not_front_matter(tmp_path: Path):
     _, section, meta = pieces()
     assert hf_metadata("---\n---\n", tmp_path) is None
