@@ -1,10 +1,7 @@
 """The model-card side: render the "Activation range" section and merge it into a README.md.
 
-Merging never changes a byte the author wrote. The section lives between two marker lines in the
-body and the metadata under one top-level key of the YAML front matter; both are found and
-replaced as text (the front matter is never re-serialized, so comments, key order, quoting and
-unknown fields stay exactly as they were). Whatever is inserted uses the README's own line
-endings (LF or CRLF); a UTF-8 byte order mark stays at the start.
+The merge itself (markers, front matter, line endings) lives in `readme_merge`; its names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -14,18 +11,23 @@ import json
 import math
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
 
 from .errors import UsageError
+from .readme_merge import (  # noqa: F401  (re-exported: the card's public names)
+    BEGIN_MARKER,
+    BOM,
+    END_MARKER,
+    METADATA_KEY,
+    check_readme,
+    check_section,
+    extract_metadata,
+    merge_readme,
+)
 from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, Report, yaml_metadata
-
-BEGIN_MARKER = "<!-- maxact-card:begin -->"
-END_MARKER = "<!-- maxact-card:end -->"
-METADATA_KEY = "activation_range"
 SECTION_TEMPLATE = "activation_range.md.j2"
 PR_TEMPLATE = "pr_description.md.j2"
 FIGURE_NAME = "maxact_layers.png"
@@ -33,9 +35,6 @@ REPORT_NAME = "maxact_report.json"
 PAPER_URL = "https://arxiv.org/abs/2605.15572"
 PAPER_TITLE = "Measuring Maximum Activations in Open Large Language Models"
 FP16_MAX = 65504.0
-
-BOM = "\ufeff"
-_KEY_LINE = re.compile(r"""^(?:activation_range|"activation_range"|'activation_range')[ \t]*:(?:[ \t]|\r?\n|$)""")
 
 
 # -- metadata --------------------------------------------------------------------------------------
@@ -71,28 +70,6 @@ def metadata_yaml(report: Report) -> str:
         allow_unicode=True,
         width=4096,
     )
-
-
-def extract_metadata(readme_text: Optional[str]) -> Optional[dict[str, Any]]:
-    """The `activation_range` mapping of a README's front matter, or None when there is none.
-
-    Only that block is parsed, so a card whose other front matter is not valid YAML still reads.
-    """
-    if not readme_text:
-        return None
-    doc = _split(readme_text)
-    if doc.fm_lines is None:
-        return None
-    spans = _metadata_spans(doc.fm_lines)
-    if not spans:
-        return None
-    start, stop = spans[-1]  # YAML keeps the last of duplicate keys
-    try:
-        data = yaml.safe_load("".join(doc.fm_lines[start:stop]))
-    except yaml.YAMLError:
-        return None
-    value = data.get(METADATA_KEY) if isinstance(data, dict) else None
-    return value if isinstance(value, dict) else None
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -253,7 +230,9 @@ def render_section(
                 f"the rendered section contains a line {line.strip()!r}; the markers are added "
                 "around the section, remove them from the template"
             )
-    return f"{BEGIN_MARKER}\n{inner}\n{END_MARKER}\n"
+    section = f"{BEGIN_MARKER}\n{inner}\n{END_MARKER}\n"
+    check_section(section)
+    return section
 
 
 def render_pr_description(report: Report) -> str:
@@ -262,142 +241,6 @@ def render_pr_description(report: Report) -> str:
 
 
 # -- merging ---------------------------------------------------------------------------------------
-@dataclass
-class _Doc:
-    bom: str
-    fm_open: Optional[str]  # the opening '---' line with its line break
-    fm_lines: Optional[list[str]]  # front matter lines between the delimiters, each with its line break
-    fm_close: Optional[str]  # the closing '---' line (no line break when it ends the file)
-    body: str
-    nl: str
-
-
-def _lines(text: str) -> list[str]:
-    """Split on '\\n' only (a lone '\\r' or U+2028 is not a line break here), keeping the breaks."""
-    parts = text.split("\n")
-    out = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        out.append(parts[-1])
-    return out
-
-
-def _content(line: str) -> str:
-    return line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
-
-
-def _is_delimiter(line: str) -> bool:
-    return _content(line).rstrip(" \t") == "---"
-
-
-def _newline(text: str) -> str:
-    i = text.find("\n")
-    return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
-
-
-def _split(text: str) -> _Doc:
-    bom = BOM if text.startswith(BOM) else ""
-    rest = text[len(bom):]
-    nl = _newline(rest)
-    lines = _lines(rest)
-    if lines and _is_delimiter(lines[0]) and lines[0].endswith("\n"):
-        for i in range(1, len(lines)):
-            if _is_delimiter(lines[i]):
-                return _Doc(bom, lines[0], lines[1:i], lines[i], "".join(lines[i + 1:]), nl)
-    return _Doc(bom, None, None, None, rest, nl)
-
-
-def _metadata_spans(fm_lines: list[str]) -> list[tuple[int, int]]:
-    """[start, stop) line ranges of each top-level `activation_range:` key with its continuation lines."""
-    spans = []
-    i = 0
-    while i < len(fm_lines):
-        if not _KEY_LINE.match(fm_lines[i]):
-            i += 1
-            continue
-        stop = i + 1
-        j = i + 1
-        while j < len(fm_lines):
-            c = _content(fm_lines[j])
-            if c.strip() == "":
-                j += 1  # blank lines belong to the block only when more of it follows
-                continue
-            if c[0] in " \t" or c == "-" or c.startswith("- "):
-                j += 1
-                stop = j
-                continue
-            break
-        spans.append((i, stop))
-        i = stop
-    return spans
-
-
-def _with_newline(text: str, nl: str) -> str:
-    return text.replace("\r\n", "\n").replace("\n", nl)
-
-
-def _merge_metadata(doc: _Doc, block: str) -> tuple[str, str]:
-    """(text up to and including the front matter, body) with the metadata block in place."""
-    nl = doc.nl
-    block = _with_newline(block, nl)
-    if doc.fm_lines is None:
-        return doc.bom + "---" + nl + block + "---" + nl, doc.body
-    lines = list(doc.fm_lines)
-    spans = _metadata_spans(lines)
-    if spans:
-        (s0, e0), later = spans[0], spans[1:]
-        for s, e in reversed(later):  # duplicates of our own key: only the first one stays
-            del lines[s:e]
-        lines[s0:e0] = [block]
-    else:
-        lines.append(block)
-    assert doc.fm_open is not None and doc.fm_close is not None
-    return doc.bom + doc.fm_open + "".join(lines) + doc.fm_close, doc.body
-
-
-def _find_section(body: str) -> Optional[tuple[int, int]]:
-    """[start, stop) of the marked section in `body`: from the begin line's start to the end of the
-    end marker (its line break stays outside)."""
-    pos = 0
-    begin = None
-    for line in _lines(body):
-        stripped = line.strip()
-        if begin is None and stripped == BEGIN_MARKER:
-            begin = pos
-        elif begin is not None and stripped == END_MARKER:
-            return begin, pos + len(_content(line))
-        pos += len(line)
-    if begin is not None:
-        raise UsageError(
-            f"README.md has a '{BEGIN_MARKER}' line without a matching '{END_MARKER}' after it; "
-            "restore or remove the marker by hand and run again"
-        )
-    return None
-
-
-def merge_readme(readme_text: Optional[str], *, section: str, metadata: str) -> str:
-    """Put `section` (from render_section) and `metadata` (from metadata_yaml) into a README.
-
-    A section between the markers is replaced in place, else it is appended once at the end after
-    one blank line. An `activation_range:` block in the front matter is replaced in place, else it
-    is added just before the closing '---'; a README without front matter gets one. Every other
-    byte stays as it was, and merging the result again gives the same bytes.
-    """
-    doc = _split(readme_text or "")
-    nl = doc.nl
-    head, body = _merge_metadata(doc, metadata)
-    core = _with_newline(section.rstrip("\r\n"), nl)
-    span = _find_section(body)
-    if span is not None:
-        return head + body[: span[0]] + core + body[span[1]:]
-    # `head` always ends with the closing '---' line (a new front matter ends with a line break).
-    text = head + body
-    if not text.endswith("\n"):
-        text += nl
-    if body and _content(_lines(body)[-1]).strip() != "":
-        text += nl  # one blank line between the author's last line and the section
-    return text + core + nl
-
-
 def render_readme(
     report: Report,
     readme_text: Optional[str],

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .card import _lines as split_lines
 from .card import FIGURE_NAME, REPORT_NAME, extract_metadata, render_pr_description, render_readme, settings_key
 from .errors import OutputError, UsageError
 from .files import write_all
+from .readme_merge import split_lines
 from .report import Report
 
 if TYPE_CHECKING:

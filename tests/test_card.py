@@ -13,18 +13,16 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from huggingface_hub.repocard import REGEX_YAML_BLOCK, metadata_load
 
 from factories import REVISION, make_report
-from maxact_card import card, plot, publish
+from maxact_card import card, plot, publish, readme_merge
 from maxact_card.errors import ReportError, UsageError
 from maxact_card.report import Report
 
-# The front-matter block as huggingface_hub finds it (repocard.REGEX_YAML_BLOCK).
-HF_YAML_BLOCK = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
-
-
 def front_matter(text: str) -> dict:
-    m = HF_YAML_BLOCK.search(text.lstrip("\ufeff"))
+    """The front matter as huggingface_hub finds it."""
+    m = REGEX_YAML_BLOCK.search(text.removeprefix("\ufeff"))
     assert m, "no front matter"
     data = yaml.safe_load(m.group(2))
     assert isinstance(data, dict)
@@ -332,6 +330,176 @@ def test_marker_mentioned_inline_is_not_a_marker():
     assert merge(merged) == merged
 
 
+# -- merging: code blocks and front matter as the Hub reads them -------------------------------------
+def hf_metadata(text: str, tmp_path: Path) -> Optional[dict]:
+    """What huggingface_hub's own metadata_load reads from `text` saved as a README.md."""
+    path = tmp_path / "README.md"
+    path.write_bytes(text.encode("utf-8"))
+    return metadata_load(path)
+
+
+_MARKED = f"{card.BEGIN_MARKER}\nexample section\n{card.END_MARKER}\n"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "```\n" + _MARKED + "```\n",
+        "```markdown\n" + _MARKED + "```\n",
+        "~~~\n" + _MARKED + "~~~\n",
+        "~~~~ md\n" + _MARKED + "~~~\n````\n~~~~~\n",  # closed only by a tilde fence at least as long
+        "  ```\n" + _MARKED + "   `````\n",  # indented up to 3 spaces, closed by a longer fence
+        "- ```\n  " + _MARKED.replace("\n", "\n  ").rstrip(" ") + "  ```\n",  # a fence inside a list item
+        "".join("    " + line + "\n" for line in _MARKED.splitlines()),  # indented code
+        "".join("\t" + line + "\n" for line in _MARKED.splitlines()),
+    ],
+)
+def test_markers_inside_code_are_the_authors_text(code: str, tmp_path: Path):
+    _, section, meta = pieces()
+    original = "# Using maxact-card\n\nThe section sits between two markers:\n\n" + code + "\nThat is all.\n"
+    merged = merge(original)
+    assert merged == "---\n" + meta + "---\n" + original + "\n" + section
+    assert merge(merged) == merged
+    assert hf_metadata(merged, tmp_path) == yaml.safe_load(meta)
+
+
+def test_code_markers_and_a_real_section():
+    example = "```\n" + _MARKED + "```\n"
+    original = "Docs:\n\n" + example + "\n<!-- maxact-card:begin -->\nold\n<!-- maxact-card:end -->\n\n" + example
+    _, section, meta = pieces()
+    merged = merge(original)
+    assert merged == "---\n" + meta + "---\nDocs:\n\n" + example + "\n" + section + "\n" + example
+    assert merge(merged) == merged
+
+
+def test_an_indented_line_after_a_paragraph_is_not_code():
+    """CommonMark: indented code cannot interrupt a paragraph, so these markers are real."""
+    _, section, meta = pieces()
+    original = "Intro.\n    <!-- maxact-card:begin -->\n    old\n    <!-- maxact-card:end -->\nAfter.\n"
+    assert merge(original) == "---\n" + meta + "---\nIntro.\n" + section + "After.\n"
+
+
+@pytest.mark.parametrize(
+    "original, line, block",
+    [
+        ("# Card\n\n```python\nprint(1)\n", 3, "code block ('```')"),
+        ("---\nlicense: mit\n---\n# Card\n~~~\n```\n", 5, "code block ('~~~')"),
+        ("```\n<!-- maxact-card:begin -->\nold\n<!-- maxact-card:end -->\n", 1, "code block ('```')"),
+        ("Text.\n\n<pre>\nraw\n", 3, "HTML block"),
+    ],
+)
+def test_a_section_that_would_land_in_an_open_block_is_refused(original: str, line: int, block: str):
+    with pytest.raises(UsageError) as info:
+        merge(original)
+    message = str(info.value)
+    assert "\n" not in message and f"inside the {block} opened on line {line}" in message
+    assert "close that block" in message
+    with pytest.raises(UsageError, match="opened on line"):
+        card.check_readme(original)  # the same refusal before any measurement
+
+
+def test_a_template_that_leaves_a_fence_open_is_refused(tmp_path: Path):
+    tpl = tmp_path / "open.md.j2"
+    tpl.write_text("## Ranges\n\n```\nM = {{ peak.abs|num }}\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="leaves a block open .*close it in the template"):
+        card.render_section(make_report(), template=tpl)
+
+
+def test_indented_front_matter_stays_a_mapping(tmp_path: Path):
+    _, section, meta = pieces()
+    original = "---\n  license: mit\n  tags:\n  - a\n---\n# Card\n"
+    merged = merge(original)
+    indented = "".join("  " + line + "\n" for line in meta.splitlines())
+    assert merged == "---\n  license: mit\n  tags:\n  - a\n" + indented + "---\n# Card\n\n" + section
+    assert hf_metadata(merged, tmp_path) == {"license": "mit", "tags": ["a"]} | yaml.safe_load(meta)
+    assert card.extract_metadata(merged) == yaml.safe_load(meta)["activation_range"]
+    assert merge(merged) == merged
+    again = merge(merged, scale=2.0)  # the indented block is found and replaced in place
+    assert again.count("activation_range:") == 1 and front_matter(again)["license"] == "mit"
+
+
+def test_a_blank_after_the_opening_delimiter_is_refused(tmp_path: Path):
+    original = "--- \nlicense: mit\n---\n# Card\n"
+    assert hf_metadata(original, tmp_path) is None  # the Hub sees no metadata here
+    for text in (original, "\ufeff\n---\t\r\nlicense: mit\r\n---\r\n"):
+        with pytest.raises(UsageError) as info:
+            merge(text)
+        assert "\n" not in str(info.value) and "delete the blanks after that '---'" in str(info.value)
+
+
+def test_a_blank_opening_around_plain_text_is_body(tmp_path: Path):
+    """No mapping between the rules: markdown to the Hub, so a front matter goes on top."""
+    _, section, meta = pieces()
+    original = "--- \nJust a rule and a heading\n---\n"
+    merged = merge(original)
+    assert merged == "---\n" + meta + "---\n" + original + "\n" + section
+    assert hf_metadata(merged, tmp_path) == yaml.safe_load(meta)
+
+
+@pytest.mark.parametrize(
+    "original, author",
+    [
+        ("---\nlicense: mit\n---  \n# Card\n", {"license": "mit"}),  # blanks after the closing '---' are fine
+        ("\n\n---\nlicense: mit\n---\n# Card\n", {"license": "mit"}),  # whitespace before the opening one too
+        ("  ---\r\nlicense: mit\r\n---\r\n", {"license": "mit"}),
+        ("---\n\n---\n# Card\n", None),
+    ],
+)
+def test_front_matter_where_huggingface_hub_finds_it(original: str, author: Optional[dict], tmp_path: Path):
+    _, section, meta = pieces()
+    assert hf_metadata(original, tmp_path) == author
+    merged = merge(original)
+    before, after = REGEX_YAML_BLOCK.search(original), REGEX_YAML_BLOCK.search(merged)
+    # The key joins the author's block in place: same opening and closing lines, same body.
+    assert after.group(1) == before.group(1) and after.group(3) == before.group(3)
+    assert after.group(2).startswith(before.group(2)) and merged[after.end():].startswith(original[before.end():])
+    assert hf_metadata(merged, tmp_path) == (author or {}) | yaml.safe_load(meta)
+    assert merge(merged) == merged
+
+
+def test_a_block_scalar_ending_the_front_matter_keeps_its_value(tmp_path: Path):
+    """The Hub parses the YAML without the line break before the closing '---', so a key added after
+    a `|` scalar would give it a trailing line break: the key goes first instead."""
+    _, section, meta = pieces()
+    original = "---\nlicense: mit\ndescription: |\n  Two\n  lines\n---\n# Card\n"
+    author = hf_metadata(original, tmp_path)
+    assert author == {"license": "mit", "description": "Two\nlines"}
+    merged = merge(original)
+    assert merged == "---\n" + meta + original[4:] + "\n" + section
+    assert hf_metadata(merged, tmp_path) == author | yaml.safe_load(meta)
+    assert merge(merged) == merged
+
+
+@pytest.mark.parametrize(
+    "original", ["---\nlicense: mit\r---\n# Card\n", "---\r\nlicense: mit\u2028tags: [a]\r\n---\r\n"]
+)
+def test_front_matter_lines_break_where_yaml_breaks_them(original: str, tmp_path: Path):
+    """A lone CR (the Hub's pattern and YAML) or U+2028 (YAML) ends a front matter line too."""
+    _, section, meta = pieces()
+    author = hf_metadata(original, tmp_path)
+    merged = merge(original)
+    assert hf_metadata(merged, tmp_path) == author | yaml.safe_load(meta)
+    assert merge(merged) == merged and merged.count("activation_range:") == 1
+    assert merge(merge(merged, scale=2.0)) == merged
+
+
+def test_two_rules_at_the_top_are_not_front_matter(tmp_path: Path):
+    _, section, meta = pieces()
+    assert hf_metadata("---\n---\n", tmp_path) is None
+    assert merge("---\n---\n") == "---\n" + meta + "---\n---\n---\n\n" + section
+
+
+@pytest.mark.parametrize("fm", ["- a\n- b", "just text", "{license: mit}", "{license: mit,\n  tags: [a]}", "!!map {a: 1}"])
+def test_front_matter_the_key_cannot_join_is_refused(fm: str):
+    with pytest.raises(UsageError, match="README.md's metadata block") as info:
+        merge(f"---\n{fm}\n---\n# Card\n")
+    assert "\n" not in str(info.value)
+
+
+def test_our_regex_is_huggingface_hubs():
+    assert readme_merge.HF_YAML_BLOCK.pattern == REGEX_YAML_BLOCK.pattern
+
+
 # -- merging: properties -----------------------------------------------------------------------------
 _PRINTABLE = st.characters(
     blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\x85\ufeff\ufffe\uffff"
@@ -365,9 +533,11 @@ def _fm_entry(draw) -> list[str]:
     return [f"{key}: |"] + ["  " + s for s in lines]
 
 
+# Body lines that open no code or raw-HTML block (those are the fence property test's business below).
+_body_text = _line_text.filter(lambda s: not s.lstrip().startswith(("<", "`", "~")))
 _md_line = st.one_of(
-    _line_text,
-    st.sampled_from(["# Title", "---", "```", "```python", "| a | b |", "|---|---|", "<!-- note -->", "- item", "", "  "]),
+    _body_text,
+    st.sampled_from(["# Title", "---", "| a | b |", "|---|---|", "<!-- note -->", "- item", "", "  "]),
 )
 
 
@@ -380,12 +550,16 @@ def _author_readme(draw) -> dict:
     body = nl.join(body_lines)
     if body_lines and draw(st.booleans()):
         body += nl
-    if not has_fm and body_lines and body_lines[0].rstrip(" \t") == "---":
+    if not has_fm and REGEX_YAML_BLOCK.match(body):  # the Hub would read front matter there
         body = "Text" + body
-    fm_lines = [line for entry in draw(st.lists(_fm_entry(), max_size=6)) for line in entry]
-    fm_text = "".join(line + nl for line in fm_lines) if has_fm else ""
+    # At least one line: '---' right after '---' is no front matter to the Hub.
+    entries = draw(st.lists(_fm_entry(), min_size=1, max_size=6))
+    fm_text = "".join(line + nl for entry in entries for line in entry) if has_fm else ""
     head = bom + ("---" + nl + fm_text + "---" + nl if has_fm else "")
-    return {"nl": nl, "bom": bom, "has_fm": has_fm, "fm_text": fm_text, "body": body, "text": head + body}
+    # A `|` block scalar ending the front matter would gain a line break from a key after it.
+    first = has_fm and entries[-1][0].endswith(": |")
+    return {"nl": nl, "bom": bom, "has_fm": has_fm, "fm_text": fm_text, "body": body, "text": head + body,
+            "meta_first": first}
 
 
 _report_args = st.tuples(st.sampled_from([1e-3, 1.0, 2.0]), st.booleans())
@@ -398,10 +572,12 @@ def test_merge_only_inserts_and_is_idempotent(doc, args):
     nl, bom, body, original = doc["nl"], doc["bom"], doc["body"], doc["text"]
     merged = card.merge_readme(original, section=section, metadata=meta)
 
-    # The metadata block sits just before the closing '---' (a new front matter when there was none).
+    # The metadata block sits just before the closing '---' (a new front matter when there was none),
+    # or just after the opening one when the front matter ends with a block scalar.
     meta_nl = meta.replace("\n", nl if (doc["has_fm"] or "\n" in body) else "\n")
     doc_nl = nl if (doc["has_fm"] or "\n" in body) else "\n"
-    head = bom + "---" + doc_nl + doc["fm_text"] + meta_nl + "---" + doc_nl
+    fm = meta_nl + doc["fm_text"] if doc["meta_first"] else doc["fm_text"] + meta_nl
+    head = bom + "---" + doc_nl + fm + "---" + doc_nl
     assert merged.startswith(head)
     rest = merged[len(head):]
     # The section is appended once at the end, after exactly one blank line.
@@ -428,7 +604,8 @@ def test_merge_only_inserts_and_is_idempotent(doc, args):
     assert fm["activation_range"]["settings_key"] == card.settings_key(report)
     assert card.extract_metadata(merged)["max_abs_activation"] == report.peak.abs
     if doc["has_fm"]:
-        author = yaml.safe_load(doc["fm_text"]) or {}
+        # The author's keys as the Hub reads them (without the line break before the closing '---').
+        author = yaml.safe_load(REGEX_YAML_BLOCK.search(doc["text"].removeprefix("\ufeff")).group(2)) or {}
         assert {k: v for k, v in fm.items() if k != "activation_range"} == author
 
 
@@ -449,11 +626,180 @@ def _is_subsequence(small: str, big: str) -> bool:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text().filter(lambda t: "maxact-card:" not in t), args=_report_args)
 def test_arbitrary_text_is_kept_and_merge_is_idempotent(text, args):
-    merged = merge(text, *args)
+    try:
+        merged = merge(text, *args)
+    except UsageError as exc:  # an unclosed block or front matter the Hub reads otherwise: refused
+        assert "\n" not in str(exc) and "README.md" in str(exc)
+        return
     assert _is_subsequence(text, merged)
     assert merged.startswith(text[:1]) or text[:1] != "\ufeff"
     assert merge(merged, *args) == merged
     assert card.extract_metadata(merged)["settings_key"] == card.settings_key(pieces(*args)[0])
+
+
+# -- merging: the property test over author content with code, odd front matter and mixed endings ---
+_FENCE_CONTENT = st.sampled_from(
+    [card.BEGIN_MARKER, card.END_MARKER, "    " + card.BEGIN_MARKER, "---", "code", "", "  indented", "# not a heading"]
+)
+_WORDS = ["word", "ünïcødé 模型", "a: b", "*emph*", "`code`", "x  ", "'q'", "#"]
+# Front matter entries as (lines at the top level); few draws each, so 5,000 examples stay fast.
+_FM_ENTRIES = st.sampled_from(
+    [
+        ["license: mit"],
+        ["license: apache-2.0  # inline comment"],
+        ["# a comment", "language:", "- en", "- fr"],
+        ["tags: [a, 'b: c']"],
+        ['pipeline_tag: "text-generation"'],
+        ["model-index:", "  - name: x", "    results: []"],
+        ["description: |", "  First line", "", "  " + card.BEGIN_MARKER, "  " + card.END_MARKER],
+        ["notes: >-", "  folded", "  text"],
+        ["empty:"],
+        ["count: 12"],
+        [""],
+        ["widget:", "- text: 'Hello: there'"],
+    ]
+)
+
+
+@st.composite
+def _fenced(draw) -> tuple[list[str], bool]:
+    """A fenced code block with markers inside; (its lines, whether it is closed)."""
+    char = draw(st.sampled_from("`~"))
+    n = draw(st.integers(3, 5))
+    info = draw(st.sampled_from(["", "md", " python", " ~x" if char == "~" else "html"]))
+    lines = [" " * draw(st.integers(0, 3)) + char * n + info]
+    for text in draw(st.lists(_FENCE_CONTENT, min_size=1, max_size=4)):
+        lines.append(text)
+    if draw(st.booleans()):  # a fence that cannot close this one: the other character, or too short
+        lines.append(("~" if char == "`" else "`") * draw(st.integers(3, 6)) if n == 3 else char * (n - 1))
+    closed = draw(st.booleans())
+    if closed:
+        close = char * (n + draw(st.integers(0, 2)))
+        lines.append(" " * draw(st.integers(0, 3)) + close + draw(st.sampled_from(["", " ", "\t"])))
+    return lines, closed
+
+
+@st.composite
+def _indented(draw) -> list[str]:
+    """An indented code block (after a blank line) with markers inside."""
+    prefix = draw(st.sampled_from(["    ", "\t", "     ", "  \t"]))
+    texts = draw(st.lists(_FENCE_CONTENT.filter(bool), min_size=1, max_size=4))
+    return [prefix + t for t in texts]
+
+
+_PLAIN_BLOCKS = st.sampled_from(
+    [
+        ["# Heading"],
+        ["Some text", "    continued, not code"],  # indented code cannot interrupt a paragraph
+        [f"Markers look like `{card.BEGIN_MARKER}`."],
+        ["> quoted", "> ```", "> " + card.BEGIN_MARKER, "> ```"],
+        ["***"],
+        ["<!-- a note -->"],
+        ["<div>", "html</div>"],
+        ["| a | b |", "|---|---|", "| 1 | 2 |"],
+    ]
+)
+
+
+@st.composite
+def _md_body(draw) -> tuple[list[str], bool]:
+    """Blocks separated by blank lines; (lines, whether a fence is left open)."""
+    lines: list[str] = []
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["text", "plain", "fence", "indented", "list"]))
+        if lines:
+            lines.append(draw(st.sampled_from(["", " ", "\t"])))
+        if kind == "text":
+            lines.append("W " + draw(st.sampled_from(_WORDS)))
+        elif kind == "plain":
+            lines += draw(_PLAIN_BLOCKS)
+        elif kind == "indented":
+            lines += draw(_indented())
+        elif kind == "list":  # a list item, then a paragraph that ends the list
+            lines += [draw(st.sampled_from(["- item", "1. item"])), "", "After the list"]
+            if draw(st.booleans()):
+                lines[-3:-1] = ["- ```", "  " + card.BEGIN_MARKER, "  ```"]
+        else:
+            block, closed = draw(_fenced())
+            lines += block
+            if not closed:
+                return lines, True  # everything after it is code: nothing may follow
+    return lines, False
+
+
+@st.composite
+def _readme_with_code(draw) -> dict:
+    kind = draw(st.sampled_from(["none", "plain", "indented", "leading", "blank-opening"]))
+    fm: list[str] = []
+    if kind != "none":
+        entries = draw(st.lists(_FM_ENTRIES, min_size=1, max_size=3))
+        if draw(st.booleans()):  # an earlier measurement: replaced, not kept
+            entries.insert(draw(st.integers(0, len(entries))), ["activation_range:", "  old: 1"])
+        if kind == "blank-opening":
+            entries.insert(0, ["license: mit"])  # a mapping the Hub does not see
+        pad = " " * draw(st.integers(1, 3)) if kind == "indented" else ""
+        fm = [pad + line if line.strip() else line for entry in entries for line in entry]
+        opening = {"leading": draw(st.sampled_from(["\n---", " ---", "\n\n  ---"])), "blank-opening": "---" + draw(
+            st.sampled_from([" ", "\t", "  "]))}.get(kind, "---")
+        fm = opening.split("\n") + fm + ["---" + draw(st.sampled_from(["", " ", "\t"]))]
+    body, unclosed = draw(_md_body())
+    if kind == "none" and body and re.match(r"\s*---", body[0]):
+        body[:0] = ["# Title", ""]  # else the Hub reads front matter from '---' to the next '---' line
+    lines = fm + body
+    crlf = draw(st.sampled_from([0, -1, draw(st.integers(0, 2 ** len(lines)))]))  # LF, CRLF or a mix
+    text = "".join(line + ("\r\n" if crlf >> i & 1 else "\n") for i, line in enumerate(lines))
+    if lines and draw(st.booleans()):
+        text = text.rstrip("\r\n")  # the last line without a line break
+    bom = draw(st.sampled_from(["", "\ufeff"]))
+    old = {pad + "activation_range:", pad + "  old: 1"} if kind != "none" else set()
+    return {"text": bom + text, "lines": [x for x in lines if x not in old], "refused": unclosed or kind == "blank-opening"}
+
+
+def _lines_of(text: str) -> list[str]:
+    return re.split(r"\r?\n", text.removeprefix("\ufeff"))
+
+
+def _in_order(small: list[str], big: list[str]) -> bool:
+    it = iter(big)
+    return all(line in it for line in small)
+
+
+def _hub_reads(text: str, path: Path) -> Optional[dict]:
+    """huggingface_hub's metadata_load of `text`, rewriting one file in place (replacing a file
+    with O_TRUNC can cost milliseconds on ext4, which 5,000 examples would feel)."""
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.write(text.encode("utf-8"))
+        f.truncate()
+    return metadata_load(path)
+
+
+@functools.lru_cache(maxsize=None)
+def _small_pieces() -> tuple[str, str, dict]:
+    """A section and metadata block of the real shape, short enough for 5,000 examples."""
+    report = make_report(peak=None, kinds=(), sites=(), headroom=(), quant=None, fp16_safe=True)
+    meta = card.metadata_yaml(report)
+    return card.render_section(report), meta, yaml.safe_load(meta)
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_readme_with_code())
+def test_merge_keeps_code_and_front_matter_as_the_hub_reads_them(doc, tmp_path_factory):
+    section, meta, ours = _small_pieces()
+    original = doc["text"]
+    if doc["refused"]:
+        with pytest.raises(UsageError) as info:
+            card.merge_readme(original, section=section, metadata=meta)
+        assert "\n" not in str(info.value) and str(info.value).startswith("README.md")
+        return
+    merged = card.merge_readme(original, section=section, metadata=meta)
+    assert _in_order(doc["lines"], _lines_of(merged))  # every author line, in order
+    assert merged.startswith("\ufeff") == original.startswith("\ufeff")
+    assert card.merge_readme(merged, section=section, metadata=meta) == merged
+    assert merged.count(card.BEGIN_MARKER + "\n") + merged.count(card.BEGIN_MARKER + "\r\n") >= 1
+    path = tmp_path_factory.getbasetemp() / "property-README.md"
+    author = _hub_reads(original, path) or {}
+    expected = {k: v for k, v in author.items() if k != "activation_range"} | ours
+    assert _hub_reads(merged, path) == expected
 
 
 # -- figure ------------------------------------------------------------------------------------------
