@@ -187,6 +187,10 @@ def audit(model: str, **kw: Any) -> None:
         hub = Hub(token=options.token, progress=options.progress)
         if not dry_run:
             hub.whoami()  # no or bad token: fail now, not after the measurement
+    if main and (write_card or hub is not None):
+        from .publish import check_cards
+
+        check_cards(model, write_card=write_card, hub=hub, revision=options.revision)  # before hours of work
     report = run_audit(options, echo=lambda s: click.echo(s, err=True))
     if not main:
         return  # process 0 writes the report, the card and the pull request

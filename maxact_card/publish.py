@@ -45,21 +45,37 @@ def card_files(report: Report, readme: str) -> dict[str, bytes]:
     }
 
 
-def write_card(report: Report, model_dir: Path, *, template: Optional[Path] = None) -> Path:
-    """Merge the section into model_dir/README.md (created if absent) and write the figure and the
-    report beside it, each atomically. Returns the README path."""
-    model_dir = Path(model_dir)
+def read_local_readme(model_dir: Path) -> Optional[str]:
+    """model_dir/README.md as text (None when there is none); one line when it cannot be read."""
     if model_dir.exists() and not model_dir.is_dir():
         raise OutputError(f"{model_dir} is not a directory; pass the model's folder")
     path = model_dir / README_NAME
     try:
-        current = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        current = None
+        return None
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text; convert it to UTF-8 and run again") from None
     except OSError as exc:
         raise OutputError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
+
+
+def check_cards(model: str, *, write_card: bool, hub: Optional["Hub"], revision: Optional[str]) -> None:
+    """Before the audit: the README the card will be merged into must be mergeable (read from the
+    checkpoint folder, or from the Hub repo at the revision that will be audited)."""
+    from .readme_merge import check_readme
+
+    if write_card:
+        check_readme(read_local_readme(Path(model)))
+    if hub is not None:
+        check_readme(hub.read_text(model, README_NAME, hub.resolve_revision(model, revision)))
+
+
+def write_card(report: Report, model_dir: Path, *, template: Optional[Path] = None) -> Path:
+    """Merge the section into model_dir/README.md (created if absent) and write the figure and the
+    report beside it, each atomically. Returns the README path."""
+    model_dir = Path(model_dir)
+    current = read_local_readme(model_dir)
     files = card_files(report, render_readme(report, current, template=template))
 
     def advice(target: Path, reason: str) -> str:

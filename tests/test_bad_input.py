@@ -166,3 +166,39 @@ def test_an_encoder_repo_on_the_hub_is_refused_before_its_weights_download(hub, 
     result = invoke(["audit", repo, *SMALL, "-o", str(tmp_path / "out")])
     assert_one_line_error(result, needle, "out of its scope")
     assert "model.safetensors" not in hub.requested_files(repo)
+
+
+def test_a_readme_that_cannot_be_merged_is_refused_before_the_audit(tiny_dir: Path, tmp_path: Path, monkeypatch):
+    import maxact_card.pipeline
+
+    model = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, model)
+    (model / "README.md").write_text("# Tiny\n\n```python\nprint('an example left open')\n", encoding="utf-8")
+    before = snapshot(model)
+
+    def audit(*args, **kwargs):
+        raise AssertionError("the audit ran")
+
+    monkeypatch.setattr(maxact_card.pipeline, "run_audit", audit)
+    result = invoke(["audit", str(model), *SMALL, "--write-card", "-o", str(tmp_path / "out")])
+    assert_one_line_error(result, "README")
+    assert snapshot(model) == before and not (tmp_path / "out").exists()
+
+
+def test_a_hub_card_that_cannot_be_merged_is_refused_before_the_audit(hub, tiny_dir: Path, tmp_path: Path,
+                                                                      monkeypatch):
+    import maxact_card.pipeline
+    from hubserver import read_dir
+
+    hub.add_token("hf_w", "alice", role="write")
+    files = read_dir(tiny_dir)
+    files["README.md"] = b"---  \nlicense: mit\n---\n# Tiny\n"  # blanks after the opening '---'
+    hub.create_repo("alice/tiny", files)
+
+    def audit(*args, **kwargs):
+        raise AssertionError("the audit ran")
+
+    monkeypatch.setattr(maxact_card.pipeline, "run_audit", audit)
+    result = invoke(["audit", "alice/tiny", *SMALL, "--open-pr", "--token", "hf_w", "-o", str(tmp_path / "out")])
+    assert_one_line_error(result, "'---'")
+    assert hub.pull_requests("alice/tiny") == [] and "model.safetensors" not in hub.requested_files("alice/tiny")
