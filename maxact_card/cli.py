@@ -43,6 +43,10 @@ def _rank() -> int:
 def _fail(message: str, code: int) -> None:
     if _rank() == 0:  # the other processes of a data-parallel run fail with the same cause, silently
         click.echo(f"Error: {message}", err=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's stop, while this one exits anyway
     sys.exit(code)
 
 
@@ -54,6 +58,7 @@ def _stop_on_sigterm() -> None:
     from .errors import DistributedError
 
     def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the exit that follows is not interrupted
         raise DistributedError("stopped by the launcher: another process of the data-parallel run failed "
                                "(see its log) or the run was interrupted; nothing was written")
 
