@@ -51,9 +51,9 @@ class SiteInfo:
 class _Scratch:
     """Row buffers of one forward pass for the sites on one device with one dtype."""
 
-    def __init__(self, S: int, N: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, S: int, N: int, device: torch.device, dtype: torch.dtype, device_path: bool) -> None:
         f32, i64 = torch.float32, torch.int64
-        self.N, self.dtype = N, dtype
+        self.N, self.dtype, self.device_path = N, dtype, device_path
         self.mx = torch.empty(S, N, dtype=dtype, device=device)
         self.mn = torch.empty(S, N, dtype=dtype, device=device)
         self.imx = torch.empty(S, N, dtype=i64, device=device)
@@ -63,6 +63,10 @@ class _Scratch:
         self.nf = torch.zeros(S, N, dtype=i64, device=device)  # non-finite values per row (exact mode)
         self.nfc = torch.zeros(S, N, dtype=i64, device=device)  # first non-finite channel (exact mode)
         self.mas = torch.zeros(S, N, dtype=i64, device=device)  # massive values per row
+        # The CPU path's channel of each row's largest |a| and its signed value (the accelerator path
+        # derives them in the fold from the channels of the row's max and min).
+        self.ch = torch.zeros(S, N, dtype=i64, device=device) if not device_path else None
+        self.val = torch.zeros(S, N, dtype=torch.float64, device=device) if not device_path else None
         self.hist = torch.zeros(S, FINE_BINS, dtype=torch.int32, device=device)  # this forward's counts
         self.ones = torch.ones((), dtype=torch.int32, device=device)
         self.sites: list[int] = []
@@ -149,35 +153,37 @@ class SiteBank(Observer):
         key = (x.device, x.dtype, x2.shape[0])
         sc = self._scratch.get(key)
         if sc is None:
-            sc = self._scratch[key] = _Scratch(len(self.sites), x2.shape[0], x.device, x.dtype)
+            sc = self._scratch[key] = _Scratch(len(self.sites), x2.shape[0], x.device, x.dtype,
+                                               self._on_accelerator(x))
         sc.sites.append(i)
         self._fired[i] = sc
         self._width[i] = C
         offset = ctx.forward % self.hist_stride
-        if self._on_accelerator(x):
+        if sc.device_path:
             _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i])
+            exact = self.exact[i]
         else:
-            _cpu_rows(sc, i, x2, rows, offset, self.hist_stride)
+            exact = _cpu_rows(sc, i, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]))
         if i in self._chan_row:
-            self._channels(i, x2, rows, C)
+            self._channels(i, x2, rows, C, exact)
 
     def _on_accelerator(self, x: torch.Tensor) -> bool:
         return self.accelerator if self.accelerator is not None else x.device.type != "cpu"
 
-    def _channels(self, i: int, x2: torch.Tensor, rows: Rows, C: int) -> None:
+    def _channels(self, i: int, x2: torch.Tensor, rows: Rows, C: int, exact: bool) -> None:
         if self._chan_scratch is None or self._chan_scratch.shape[1] != C or self._chan_scratch.device != x2.device:
             self._chan_scratch = torch.zeros(len(self.chan_sites), C, dtype=torch.float32, device=x2.device)
         out = self._chan_scratch[self._chan_row[i]]
         if not self._on_accelerator(x2):
             valid = x2 if bool(rows.valid.all()) else x2[rows.valid]
-            if not bool(torch.isfinite(valid).all()):
+            if exact:
                 valid = torch.where(torch.isfinite(valid), valid, 0)
             if valid.shape[0]:  # max(max, -min): two contiguous reductions, far faster than an inf-norm
                 out.copy_(torch.maximum(valid.amax(0), valid.amin(0).neg()))
             else:
                 out.zero_()
             return
-        ok = rows.valid[:, None] & torch.isfinite(x2) if self.exact[i] else rows.valid[:, None]
+        ok = rows.valid[:, None] & torch.isfinite(x2) if exact else rows.valid[:, None]
         torch.linalg.vector_norm(torch.where(ok, x2, 0), ord=math.inf, dim=0, dtype=torch.float32, out=out)
 
     # -- after the forward pass -------------------------------------------------------------------------
@@ -218,11 +224,8 @@ class SiteBank(Observer):
         hist = coarse(f["hist"]).double()
         hist[:, 0] -= zeros
         self.hist += torch.where(fired[:, None], hist, 0)
-        imx, imn = f["imx"], f["imn"]
-        chan = torch.where(mx > mn.neg(), imx, torch.where(mn.neg() > mx, imn, torch.minimum(imx, imn)))
-        val = torch.where(chan == imx, mx, mn)
-        loc = torch.cat([rows.loc.expand(S, N, 3), chan[..., None]], dim=-1)
-        self.keep(TOP, {"top_score": rabs, "top_key": rows.key.expand(S, N), "top_val": val, "top_loc": loc})
+        loc = torch.cat([rows.loc.expand(S, N, 3), f["ch"][..., None]], dim=-1)
+        self.keep(TOP, {"top_score": rabs, "top_key": rows.key.expand(S, N), "top_val": f["val"], "top_loc": loc})
         if not device_path or any(self.exact[i] for i, s in enumerate(self._fired) if s is not None):
             bad = live & (f["nf"] > 0)
             nf_loc = torch.cat([rows.loc.expand(S, N, 3), f["nfc"][..., None]], dim=-1)
@@ -266,22 +269,15 @@ class SiteBank(Observer):
     def _gather(self, groups: list[_Scratch]) -> dict[str, torch.Tensor]:
         """The row buffers of every group as one set on the bank's device (float64 values)."""
         dev = self.count.device
-        names = ("mx", "mn", "imx", "imn", "s1", "s2", "nf", "nfc", "mas", "hist")
-        if len(groups) == 1:
-            sc = groups[0]
-            out = {n: getattr(sc, n).to(dev) for n in names}
-            for n in ("mx", "mn", "s1", "s2"):
-                out[n] = out[n].double()
-            return out
+        sets = [_group_rows(sc, dev) for sc in groups]
+        if len(sets) == 1:
+            return sets[0]
         out = {}
-        for n in names:
-            parts = [getattr(sc, n).to(dev) for sc in groups]
-            if n in ("mx", "mn", "s1", "s2"):
-                parts = [p.double() for p in parts]
-            merged = parts[0].clone()
-            for sc, p in zip(groups[1:], parts[1:]):
+        for n in sets[0]:
+            merged = sets[0][n].clone()
+            for sc, part in zip(groups[1:], sets[1:]):
                 idx = torch.tensor(sc.sites, device=dev)
-                merged[idx] = p[idx]
+                merged[idx] = part[n][idx]
             out[n] = merged
         return out
 
@@ -289,6 +285,26 @@ class SiteBank(Observer):
     def result(self, decode: Callable[[int], str] = str) -> tuple[SiteStats, ...]:
         host = {n: t.detach().cpu() for n, t in self.state_dict().items()}
         return tuple(_site_result(s, i, host, self._chan_row.get(i), decode) for i, s in enumerate(self.sites))
+
+
+def _group_rows(sc: _Scratch, dev: torch.device) -> dict[str, torch.Tensor]:
+    """One group's row buffers on `dev`, values in float64; with each row's channel of its largest
+    |a| (`ch`, the first among equals) and that signed value (`val`)."""
+    out = {n: getattr(sc, n).to(dev) for n in ("mx", "mn", "s1", "s2", "nf", "nfc", "mas", "hist")}
+    for n in ("mx", "mn", "s1", "s2"):
+        out[n] = out[n].double()
+    if sc.device_path:
+        out["ch"], out["val"] = channel_and_value(out["mx"], out["mn"], sc.imx.to(dev), sc.imn.to(dev))
+    else:
+        out["ch"], out["val"] = sc.ch.to(dev), sc.val.to(dev)
+    return out
+
+
+def channel_and_value(mx: torch.Tensor, mn: torch.Tensor, imx: torch.Tensor, imn: torch.Tensor):
+    """From each row's max and min and their (first) channels: the first channel of the row's largest
+    |a|, and the signed value there."""
+    ch = torch.where(mx > mn.neg(), imx, torch.where(mn.neg() > mx, imn, torch.minimum(imx, imn)))
+    return ch, torch.where(ch == imx, mx, mn)
 
 
 def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decode) -> SiteStats:
@@ -345,23 +361,31 @@ def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int
         torch.sum(a > thr[:, None], -1, out=sc.mas[i])
 
 
-def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int) -> None:
-    """The same reductions on the CPU, where reading a value costs nothing: a row with NaN/Inf takes
-    the exact path; massive-activation medians only for rows that can hold one."""
-    mx, imx = x2.max(-1)
-    mn, imn = x2.min(-1)
+def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, best: float) -> bool:
+    """The same statistics on the CPU, where reading a value costs nothing (and a max with its index
+    costs 10x a plain max): a batch with NaN/Inf takes the exact path; the channel of a row's
+    largest |a| is found only for rows that can enter the top rows (score >= `best`, the current
+    16th); massive-activation medians only for rows that can hold one. True: the exact path ran."""
+    mx, mn = x2.amax(-1), x2.amin(-1)
     bad_rows = ~(torch.isfinite(mx) & torch.isfinite(mn)) & rows.valid
     if bool(bad_rows.any()):
         _device_rows(sc, i, x2, rows, offset, stride, exact=True, massive=True)
-        return
-    sc.mx[i], sc.imx[i], sc.mn[i], sc.imn[i] = mx, imx, mn, imn
+        sc.ch[i], sc.val[i] = channel_and_value(sc.mx[i].double(), sc.mn[i].double(), sc.imx[i], sc.imn[i])
+        return True
+    sc.mx[i], sc.mn[i] = mx, mn
     sc.nf[i].zero_()
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
     add_counts(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
+    rabs = torch.where(rows.valid, torch.maximum(mx, mn.neg()), -1)
+    kth = float(rabs.topk(min(TOP_K, rabs.numel())).values[-1])
+    top = (rabs >= max(kth, best, 0.0)).nonzero().reshape(-1)  # ties at the bound included
+    sub = x2.index_select(0, top)
+    ch = sub.abs().argmax(-1)
+    sc.ch[i].index_copy_(0, top, ch)
+    sc.val[i].index_copy_(0, top, sub.gather(1, ch[:, None])[:, 0].double())
     sc.mas[i].zero_()
-    rabs = torch.maximum(mx, mn.neg())
-    cand = ((rabs > MASSIVE_ABS) & rows.valid).nonzero().reshape(-1)
+    cand = (rabs > MASSIVE_ABS).nonzero().reshape(-1)
     C = x2.shape[-1]
     for start in range(0, cand.numel(), MASSIVE_CHUNK):
         r = cand[start : start + MASSIVE_CHUNK]
@@ -374,3 +398,4 @@ def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, s
             a, r = a[keep], r[keep]
             thr = torch.clamp(a.median(-1).values * MASSIVE_RATIO, min=MASSIVE_ABS)
             sc.mas[i].index_copy_(0, r, (a > thr[:, None]).sum(-1))
+    return False
