@@ -364,3 +364,12 @@ def test_every_value_is_within_0_78_percent_of_its_histogram_bin_centre():
     h = coarse(h)
     assert h.shape == (HIST_BINS,) and h.sum() == x.numel() and h[0] == (keep == 0).sum()
     assert bin_value(0) == 0.0
+
+
+def test_the_cpus_histogram_bins_are_the_accelerators():
+    from maxact_card.measure.histogram import fine_bins, fine_bins_host
+
+    torch.manual_seed(1)
+    x = torch.cat([torch.randn(64, 48) * torch.logspace(-30, 30, 48), torch.tensor([[0.0, -0.0, 1e-40, -3e38] * 12])])
+    mask = torch.where(torch.arange(65) % 5 == 0, 0, 0x7FFF).to(torch.int32)[:, None]
+    assert torch.equal(fine_bins_host(x, mask), fine_bins(x, mask))

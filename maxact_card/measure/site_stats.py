@@ -27,7 +27,7 @@ import torch
 
 from ..report import ChannelMax, Location, SiteStats, TopValue
 from .context import NO_KEY, BatchContext, Rows
-from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, fine_bins, histogram_quantiles
+from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, fine_bins, fine_bins_host, histogram_quantiles
 from .observers import KeepBest, Merge, Observer
 
 TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
@@ -224,13 +224,18 @@ class SiteBank(Observer):
         hist = coarse(f["hist"]).double()
         hist[:, 0] -= zeros
         self.hist += torch.where(fired[:, None], hist, 0)
-        loc = torch.cat([rows.loc.expand(S, N, 3), f["ch"][..., None]], dim=-1)
-        self.keep(TOP, {"top_score": rabs, "top_key": rows.key.expand(S, N), "top_val": f["val"], "top_loc": loc})
-        if not device_path or any(self.exact[i] for i, s in enumerate(self._fired) if s is not None):
+        key = rows.key.expand(S, N)
+        cand = {"top_score": rabs, "top_key": key, "top_val": f["val"],
+                "top_loc": torch.cat([rows.loc.expand(S, N, 3), f["ch"][..., None]], dim=-1)}
+        if not device_path:  # the CPU may ask: only rows at or above each site's 16th can enter
+            cand = _top_candidates(cand, rabs)
+        self.keep(TOP, cand)
+        if (device_path and any(self.exact[i] for i, s in enumerate(self._fired) if s is not None)) or \
+                (not device_path and bool((f["nf"] > 0).any())):
             bad = live & (f["nf"] > 0)
             nf_loc = torch.cat([rows.loc.expand(S, N, 3), f["nfc"][..., None]], dim=-1)
             self.keep(FIRST_NONFINITE, {"nf_score": torch.where(bad, 0.0, -1.0), "nf_loc": nf_loc,
-                                        "nf_key": torch.where(bad, rows.key.expand(S, N), NO_KEY)})
+                                        "nf_key": torch.where(bad, key, NO_KEY)})
         if self._chan_scratch is not None:
             if self.chan is None:
                 self.chan = torch.zeros_like(self._chan_scratch, device=dev)
@@ -298,6 +303,16 @@ def _group_rows(sc: _Scratch, dev: torch.device) -> dict[str, torch.Tensor]:
     else:
         out["ch"], out["val"] = sc.ch.to(dev), sc.val.to(dev)
     return out
+
+
+def _top_candidates(cand: dict[str, torch.Tensor], rabs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The rows of each site whose score is at least its TOP_K-th (ties included), as a fixed number
+    of columns: what the top rows' merge needs, without sorting every row (reads a count: CPU only)."""
+    k = min(TOP_K, rabs.shape[1])
+    bound = rabs.topk(k, dim=1).values[:, -1:]
+    width = int((rabs >= bound).sum(1).max())
+    idx = rabs.topk(width, dim=1).indices
+    return {n: t.gather(1, idx if t.dim() == 2 else idx[..., None].expand(-1, -1, t.shape[2])) for n, t in cand.items()}
 
 
 def channel_and_value(mx: torch.Tensor, mn: torch.Tensor, imx: torch.Tensor, imn: torch.Tensor):
@@ -376,7 +391,7 @@ def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, s
     sc.nf[i].zero_()
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_counts(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
+    add_counts(sc.hist[i], fine_bins_host(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
     rabs = torch.where(rows.valid, torch.maximum(mx, mn.neg()), -1)
     kth = float(rabs.topk(min(TOP_K, rabs.numel())).values[-1])
     top = (rabs >= max(kth, best, 0.0)).nonzero().reshape(-1)  # ties at the bound included
