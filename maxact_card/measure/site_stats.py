@@ -27,7 +27,7 @@ import torch
 
 from ..report import ChannelMax, Location, SiteStats, TopValue
 from .context import NO_KEY, BatchContext, Rows
-from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, fine_bins, fine_bins_host, histogram_quantiles
+from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, coarse_bins_host, fine_bins, histogram_quantiles
 from .observers import KeepBest, Merge, Observer
 
 TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
@@ -67,12 +67,14 @@ class _Scratch:
         # derives them in the fold from the channels of the row's max and min).
         self.ch = torch.zeros(S, N, dtype=i64, device=device) if not device_path else None
         self.val = torch.zeros(S, N, dtype=torch.float64, device=device) if not device_path else None
-        self.hist = torch.zeros(S, FINE_BINS, dtype=torch.int32, device=device)  # this forward's counts
+        # This forward's histogram counts (the CPU path counts straight into the state).
+        self.hist = torch.zeros(S, FINE_BINS, dtype=torch.int32, device=device) if device_path else None
         self.ones = torch.ones((), dtype=torch.int32, device=device)
         self.sites: list[int] = []
 
     def clear(self) -> None:
-        self.hist.zero_()
+        if self.hist is not None:
+            self.hist.zero_()
         self.sites = []
 
 
@@ -160,10 +162,10 @@ class SiteBank(Observer):
         self._width[i] = C
         offset = ctx.forward % self.hist_stride
         if sc.device_path:
-            _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i])
+            _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
             exact = self.exact[i]
         else:
-            exact = _cpu_rows(sc, i, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]))
+            exact = _cpu_rows(sc, i, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
         if i in self._chan_row:
             self._channels(i, x2, rows, C, exact)
 
@@ -218,12 +220,14 @@ class SiteBank(Observer):
         self.sum += torch.where(live, f["s1"], 0).sum(-1)
         self.sumsq += torch.where(live, f["s2"] * f["s2"], 0).sum(-1)
         self.massive += torch.where(live, f["mas"], 0).sum(-1)
-        hist_rows = (torch.arange(N, device=dev) % self.hist_stride == ctx.forward % self.hist_stride)
-        pad = (hist_rows & ~rows.valid).sum()
-        zeros = pad * width + torch.where(hist_rows, f["nf"], 0).sum(-1)  # routed to bin 0, not counted
-        hist = coarse(f["hist"]).double()
-        hist[:, 0] -= zeros
-        self.hist += torch.where(fired[:, None], hist, 0)
+        if "hist" in f:  # the accelerator path's counts (the CPU path counted into the state)
+            hist_rows = (torch.arange(N, device=dev) % self.hist_stride == ctx.forward % self.hist_stride)
+            pad = (hist_rows & ~rows.valid).sum()
+            zeros = pad * width + torch.where(hist_rows, f["nf"], 0).sum(-1)  # routed to bin 0, not counted
+            hist = coarse(f["hist"]).double()
+            hist[:, 0] -= zeros
+            on_device = torch.tensor([sc is not None and sc.device_path for sc in self._fired], device=dev)
+            self.hist += torch.where(on_device[:, None], hist, 0)
         key = rows.key.expand(S, N)
         cand = {"top_score": rabs, "top_key": key, "top_val": f["val"],
                 "top_loc": torch.cat([rows.loc.expand(S, N, 3), f["ch"][..., None]], dim=-1)}
@@ -278,11 +282,12 @@ class SiteBank(Observer):
         if len(sets) == 1:
             return sets[0]
         out = {}
-        for n in sets[0]:
-            merged = sets[0][n].clone()
-            for sc, part in zip(groups[1:], sets[1:]):
+        for n in set().union(*sets):
+            have = [(sc, part[n]) for sc, part in zip(groups, sets) if n in part]
+            merged = have[0][1].clone()
+            for sc, t in have[1:]:
                 idx = torch.tensor(sc.sites, device=dev)
-                merged[idx] = part[n][idx]
+                merged[idx] = t[idx]
             out[n] = merged
         return out
 
@@ -295,7 +300,9 @@ class SiteBank(Observer):
 def _group_rows(sc: _Scratch, dev: torch.device) -> dict[str, torch.Tensor]:
     """One group's row buffers on `dev`, values in float64; with each row's channel of its largest
     |a| (`ch`, the first among equals) and that signed value (`val`)."""
-    out = {n: getattr(sc, n).to(dev) for n in ("mx", "mn", "s1", "s2", "nf", "nfc", "mas", "hist")}
+    out = {n: getattr(sc, n).to(dev) for n in ("mx", "mn", "s1", "s2", "nf", "nfc", "mas")}
+    if sc.hist is not None:
+        out["hist"] = sc.hist.to(dev)
     for n in ("mx", "mn", "s1", "s2"):
         out[n] = out[n].double()
     if sc.device_path:
@@ -353,7 +360,7 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
 
 # -- the hook's reductions: into row `i` of the scratch buffers --------------------------------------------
 def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, exact: bool,
-                 massive: bool) -> None:
+                 massive: bool, hist: torch.Tensor) -> None:
     """No host sync, no data-dependent shape. Lean: six full-tensor ops."""
     if exact:
         ok = torch.isfinite(x2) & rows.valid[:, None]
@@ -368,7 +375,7 @@ def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int
         torch.min(x2, -1, out=(sc.mn[i], sc.imn[i]))
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_counts(sc.hist[i], fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones, host=False)
+    add_counts(hist, fine_bins(x2[offset::stride], rows.hist_mask[offset::stride]), sc.ones, host=False)
     if exact or massive:
         a = x2.abs()
         med = a.kthvalue((a.shape[-1] - 1) // 2 + 1, -1).values
@@ -376,22 +383,29 @@ def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int
         torch.sum(a > thr[:, None], -1, out=sc.mas[i])
 
 
-def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, best: float) -> bool:
+def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, best: float,
+              hist: torch.Tensor) -> bool:
     """The same statistics on the CPU, where reading a value costs nothing (and a max with its index
     costs 10x a plain max): a batch with NaN/Inf takes the exact path; the channel of a row's
     largest |a| is found only for rows that can enter the top rows (score >= `best`, the current
-    16th); massive-activation medians only for rows that can hold one. True: the exact path ran."""
+    16th); massive-activation medians only for rows that can hold one; histogram counts go straight
+    into the state's row `hist` (64 bins per octave). True: the exact path ran."""
     mx, mn = x2.amax(-1), x2.amin(-1)
     bad_rows = ~(torch.isfinite(mx) & torch.isfinite(mn)) & rows.valid
+    uncounted = int((~rows.valid[offset::stride]).sum()) * x2.shape[1]  # padding: routed to bin 0
     if bool(bad_rows.any()):
-        _device_rows(sc, i, x2, rows, offset, stride, exact=True, massive=True)
+        fine = torch.zeros(FINE_BINS, dtype=torch.int32)
+        _device_rows(sc, i, x2, rows, offset, stride, exact=True, massive=True, hist=fine)
         sc.ch[i], sc.val[i] = channel_and_value(sc.mx[i].double(), sc.mn[i].double(), sc.imx[i], sc.imn[i])
+        hist += coarse(fine).double()
+        hist[0] -= uncounted + int(sc.nf[i][offset::stride].sum())  # and the NaN/Inf, read as 0
         return True
     sc.mx[i], sc.mn[i] = mx, mn
     sc.nf[i].zero_()
     torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
     torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_counts(sc.hist[i], fine_bins_host(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
+    add_counts(hist, coarse_bins_host(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
+    hist[0] -= uncounted
     rabs = torch.where(rows.valid, torch.maximum(mx, mn.neg()), -1)
     kth = float(rabs.topk(min(TOP_K, rabs.numel())).values[-1])
     top = (rabs >= max(kth, best, 0.0)).nonzero().reshape(-1)  # ties at the bound included
