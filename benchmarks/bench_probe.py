@@ -3,6 +3,8 @@
     python benchmarks/bench_probe.py [--samples 64] [--seq 256] [--batch-size 8] [--repeats 2]
     python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16   # on a GPU
     python benchmarks/bench_probe.py --ops          # ops dispatched per forward, SmolLM2-135M shape
+    python benchmarks/bench_probe.py --shape llama-8b --device cuda --dtype bfloat16 --samples 16 \
+        --seq 512 --batch-size 16 --formats        # also each end-to-end format's quantized forward
 
 Each measurement runs in a fresh process (so peak RSS is its own); the bare forward and the probe
 see the same model, the same batches and the same forward call (no KV cache, last logits only).
@@ -49,6 +51,8 @@ SHAPES = {
                          num_key_value_heads=3, vocab_size=49152),
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256),
 }
 
 
@@ -88,6 +92,9 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
                for i in range(0, samples, batch_size)]
     batches = [(b.input_ids.to(device), b.attention_mask.to(device), b.sample_index.to(device)) for b in batches]
     probe = Probe(model, find_sites(model), hist_stride=HIST_STRIDE) if mode == "probe" else None
+    step = None
+    if mode not in ("bare", "probe"):  # an end-to-end format: its quantized forward with the evaluation's hooks
+        step = quantized_step(model, batches[0], mode)
     rss_loaded = _status_mb("VmRSS")
     loaded = torch.cuda.memory_allocated(device) / 2**20 if cuda else rss_loaded
     _reset_peak()
@@ -101,7 +108,9 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
             for ids, mask, index in batches:
-                if probe is None:
+                if step is not None:
+                    step(ids, mask, index)
+                elif probe is None:
                     forward(model, ids, mask)
                 else:
                     probe.forward(make_context(ids, mask, index, None), mask)
@@ -117,6 +126,37 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
             out["kernels"] = kernel_launches(lambda: forward(model, ids, mask) if probe is None else
                                              probe.forward(make_context(ids, mask, index, None), mask))
     return out
+
+
+def quantized_step(model, calibration_batch, fmt: str):
+    """A function running one quantized forward (scales calibrated on one batch) and its loss."""
+    import torch
+
+    from maxact_card.measure.check import Calibration, Evaluation, error_sites, linear_inputs
+    from maxact_card.measure.context import make_context
+    from maxact_card.measure.hooks import forward
+    from maxact_card.quant import e2e_formats
+    from maxact_card.sites import find_sites
+
+    sites = find_sites(model)
+    inputs = linear_inputs(sites)
+    cal = Calibration(error_sites(sites, inputs))
+    ids, mask, index = calibration_batch
+    with torch.inference_mode(), cal.hooks(make_context(ids, mask, index, None)):
+        forward(model, ids, mask)
+    final = next(s for s in sites.sites if s.kind == "final_norm")
+    formats = e2e_formats((99.9, 99.99))
+    ev = Evaluation(error_sites(sites, inputs), cal.quantizers((99.9, 99.99)), inputs, formats, final,
+                    model.get_output_embeddings(), None)
+    copy = formats.index(fmt) + 1
+
+    def step(ids, mask, index):
+        ctx = make_context(ids, mask, index, None)
+        with ev.quantized_hooks(fmt, ctx):
+            forward(model, ids, mask)
+        ev.loss(copy, ctx)
+
+    return step
 
 
 def kernel_launches(fn) -> int:
@@ -200,7 +240,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--ops", action="store_true", help="count the ops each forward dispatches (SmolLM2-135M shape)")
-    ap.add_argument("--child", choices=["bare", "probe"], help=argparse.SUPPRESS)
+    ap.add_argument("--formats", action="store_true",
+                    help="also time each end-to-end format's quantized forward (with the evaluation's hooks and loss)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ops:
         print("SmolLM2-135M shape, random weights, 2 x 32 tokens: ops dispatched per forward (views and no-op "
@@ -210,8 +252,10 @@ def main() -> None:
     if a.child:
         print(json.dumps(measure(a.child, a.samples, a.seq, a.batch_size, a.repeats, a.shape, a.device, a.dtype)))
         return
+    from maxact_card.quant import e2e_formats
+
     res = {}
-    for mode in ("bare", "probe"):
+    for mode in ("bare", "probe", *(e2e_formats((99.9, 99.99)) if a.formats else ())):
         cmd = [sys.executable, __file__, "--child", mode, "--samples", str(a.samples), "--seq", str(a.seq),
                "--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--device", a.device, "--dtype", a.dtype]
         if a.shape:
@@ -226,6 +270,10 @@ def main() -> None:
     for name, r in (("bare forward", bare), ("probe", prb)):
         print(f"  {name:<13}: {r['seconds']:8.3f} s   {memory} {r['peak_rss_mb']:7.0f} MB "
               f"(after load {r['rss_after_load_mb']:.0f} MB)   runs {r['all']}")
+    for fmt, r in res.items():
+        if fmt not in ("bare", "probe"):
+            print(f"  {fmt:<14}: {r['seconds']:8.3f} s   time ratio {r['seconds'] / bare['seconds']:.3f} "
+                  f"(target <= 1.15)   {memory} {r['peak_rss_mb']:7.0f} MB")
     work = [r["peak_rss_mb"] - r["rss_after_load_mb"] for r in (bare, prb)]
     cuda_target = a.device.startswith("cuda")
     print(f"  time ratio   : {prb['seconds'] / bare['seconds']:.3f}  (target <= {'1.10' if cuda_target else '1.15'})")
