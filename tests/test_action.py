@@ -235,6 +235,21 @@ def test_steps_pass_every_input_to_the_cli(fake_cli: Path):
     assert "acme/tiny-moe-4l" in (fake_cli / "summary.md").read_text(encoding="utf-8")
 
 
+def test_non_finite_activations_are_never_reported_safe(fake_cli: Path):
+    """A model computing NaN/Inf: the outputs say so (M = inf, not fp16-safe), never 'safe'."""
+    import dataclasses
+    import math
+
+    base = make_report()
+    peak = dataclasses.replace(base.peak, value=math.inf, abs=math.inf, nonfinite=3, finite_abs=base.peak.abs)
+    dataclasses.replace(base, peak=peak, fp16_safe=False).save(fake_cli / "fixture_report.json")
+    audit, out, outputs = run_action({"model": "m"}, fake_cli)
+    assert audit.returncode == 0 and out.returncode == 0, out.stderr
+    assert outputs["outputs"]["max-activation"] == "inf" and outputs["outputs"]["fp16-safe"] == "false"
+    summary = (fake_cli / "summary.md").read_text(encoding="utf-8")
+    assert "M = not finite (NaN/Inf)" in summary and "**not fp16-safe**" in summary
+
+
 def test_optional_inputs_are_left_out_when_empty(fake_cli: Path):
     audit, out, outputs = run_action({"model": "./ckpt"}, fake_cli)
     assert audit.returncode == 0 and out.returncode == 0, audit.stderr + (out.stderr if out else "")
