@@ -84,7 +84,7 @@ def write_card(report: Report, model_dir: Path, *, template: Optional[Path] = No
 
     # All three or none; the README is renamed last, so it never points at a figure not there yet.
     write_all({model_dir / name: files[name] for name in (FIGURE_NAME, REPORT_NAME, README_NAME)}, advice)
-    return path
+    return model_dir / README_NAME
 
 
 def readme_diff(old: Optional[str], new: str) -> str:

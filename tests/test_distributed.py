@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from maxact_card.report import Report
 from models import save_tiny

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from cli_helpers import assert_one_line_error, invoke
