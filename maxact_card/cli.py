@@ -176,6 +176,12 @@ def audit(model: str, **kw: Any) -> None:
         raise UsageError("--fail-above must be a number, got nan; give the largest M you accept, e.g. 65504")
     if (dry_run or force) and not open_pr:
         raise UsageError("--dry-run and --force apply to --open-pr; add --open-pr")
+    if open_pr:
+        from .loading import looks_local
+
+        if looks_local(model):
+            raise UsageError(f"{model} is a local checkpoint, so the report would have no Hub revision; audit the "
+                             "Hub repo id to open a pull request, or write the card locally with --write-card")
     if write_card and not Path(model).is_dir():
         raise UsageError("--write-card needs a local checkpoint directory; for a Hub repo use --open-pr")
     out_dir = Path(kw.pop("output_dir") or default_output_dir(model))

@@ -101,6 +101,18 @@ def test_two_gloo_processes_give_the_single_process_report(checkpoint, tmp_path)
     assert json.loads((tmp_path / "two" / "maxact_report.json").read_text())["processes"] == 2
 
 
+def test_accelerate_launch_gives_the_single_process_report(checkpoint, tmp_path):
+    ref = single(checkpoint, tmp_path / "one")
+    assert ref.returncode == 0, ref.stderr
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "-m", "maxact_card", "audit", str(checkpoint), *ARGS, "-o", str(tmp_path / "two")]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    two = Report.load(tmp_path / "two" / "maxact_report.json")
+    assert two.processes == 2
+    assert_same_measurement(Report.load(tmp_path / "one" / "maxact_report.json"), two)
+
+
 def test_processes_started_with_other_options_end_with_one_line(checkpoint, tmp_path):
     run = torchrun(checkpoint, tmp_path / "out", tmp_path / "logs", env={"MAXACT_TEST_RANK_ARGS": "1:--seed=1"})
     assert run.returncode != 0

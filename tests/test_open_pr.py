@@ -297,4 +297,4 @@ def test_open_pr_needs_a_hub_repo(tiny_ckpt: Path, tmp_path: Path):
     out = tmp_path / "out"
     result = invoke(["audit", str(tiny_ckpt), *SMALL, "--open-pr", "--token", WRITE, "-o", str(out)])
     assert_one_line_error(result, "no Hub revision", "audit the Hub repo id")
-    assert WRITE not in result.output
+    assert WRITE not in result.output and not out.exists()  # refused before the audit
