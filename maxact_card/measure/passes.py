@@ -65,7 +65,10 @@ class Probe:
     def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
                  accelerator: Optional[bool] = None, inline: Optional[bool] = None) -> None:
         self.model, self.sites = model, model_sites.sites
-        self.bank = site_bank(model_sites, input_device(model), hist_stride=hist_stride, accelerator=accelerator)
+        device = input_device(model)
+        if device.type == "mps":  # no float64 there: the statistics read host copies (hooks.py)
+            device = torch.device("cpu")
+        self.bank = site_bank(model_sites, device, hist_stride=hist_stride, accelerator=accelerator)
         # With the accelerator path forced on the CPU the statistics run inline, as they do on a GPU.
         self.inline = accelerator is True if inline is None else inline
 
