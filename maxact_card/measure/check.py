@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..quant import Quantizer, RowSums, build_verdicts, end_to_end, recommendation, site_quantizers
-from ..report import LINEAR_INPUT_SUFFIXES, QuantReport
+from ..report import LINEAR_INPUT_SUFFIXES, QuantReport, SiteQuantError
 from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
 from .context import BatchContext
 from .hooks import hooked
@@ -180,8 +180,6 @@ class Evaluation:
 
     def report(self, calib_samples: int, eval_samples: int, eval_tokens: int, site_layers: dict[str, Optional[int]],
                peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int) -> QuantReport:
-        from ..report import SiteQuantError
-
         site_errors = []
         for (name, fmt), obs in self.errors.items():
             r = obs.result()
