@@ -47,6 +47,11 @@ def _fail(message: str, code: int) -> None:
         import signal
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's stop, while this one exits anyway
+        # A process group that failed mid-run still has its transport threads; the interpreter's teardown
+        # would abort on them ("terminate called ..."), so the process ends here, its output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

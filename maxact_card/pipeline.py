@@ -131,6 +131,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
                   calib_indices=calib, percentiles=o.clip_percentiles,
                   progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress and group.main),
                   group=group)
+    distributed.finish(group)  # every collective is done: process 0 alone writes what follows
 
     record = ModelRecord(
         id=source.model_id,
