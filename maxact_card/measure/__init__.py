@@ -1,6 +1,6 @@
 """The measurement engine: hooks, batches, observers and the passes of an audit.
 
-hooks.py (forward hooks, the CPU worker thread) · context.py (what a forward's hooks share) ·
+hooks.py (forward hooks) · context.py (what a forward's hooks share) ·
 batches.py (plan, run, out-of-memory halving, starting batch size) · observers.py (the observer
 interface: state tensors with declared merges) · site_stats.py, histogram.py (the probe's
 statistics) · quant_observers.py, check.py (the INT8/FP8 check) · passes.py (the passes) ·

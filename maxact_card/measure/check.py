@@ -86,14 +86,13 @@ class Calibration:
 
     def __init__(self, sites: Sequence[Site], *, accelerator: Optional[bool] = None) -> None:
         self.sites = list(sites)
-        self.inline = accelerator is True  # as on a GPU: no worker thread
         self.ranges = [RangeObserver(accelerator=accelerator) for _ in self.sites]
 
     def observers(self) -> list[Observer]:
         return list(self.ranges)
 
     def hooks(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
-        return hooked(self.sites, [r.update for r in self.ranges], ctx, statistics=not self.inline)
+        return hooked(self.sites, [r.update for r in self.ranges], ctx)
 
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
@@ -132,8 +131,7 @@ class Evaluation:
 
     @contextlib.contextmanager
     def baseline_hooks(self, ctx: BatchContext) -> Iterator[None]:
-        inline = self.accelerator is True  # as on a GPU: no worker thread
-        with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx, statistics=not inline), \
+        with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx), \
                 self._hidden_hook(ctx):
             yield
 

@@ -80,7 +80,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """Ops dispatched by one forward pass of `model` on this batch: bare (as the probe calls it), probed
     (hooks and fold; on the accelerator code path, or the CPU's), and each end-to-end format's
     quantized forward with the evaluation's hooks and loss. The probe's modes settle on a first
-    forward, uncounted. The statistics run inline here (a dispatch mode sees one thread)."""
+    forward, uncounted."""
     from ..quant import e2e_formats
     from ..sites import find_sites
     from .check import Calibration, Evaluation, error_sites, linear_inputs
@@ -90,7 +90,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
     sites = find_sites(model)
     ctx = make_context(input_ids, attention_mask, torch.arange(input_ids.shape[0]), None)
-    probe = Probe(model, sites, accelerator=accelerator, inline=True)
+    probe = Probe(model, sites, accelerator=accelerator)
     inputs = linear_inputs(sites)
     cal = Calibration(error_sites(sites, inputs), accelerator=accelerator)
     out: dict[str, int] = {}

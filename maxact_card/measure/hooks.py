@@ -3,11 +3,10 @@
 A hook picks the activation out of what its module saw and hands it, with the batch context it
 was registered with, to its observer (`fn(x, ctx)`). Nothing else happens inside a hook.
 
-On the CPU the observers run on one worker thread while the forward pass waits: glibc gives each
-thread its own malloc arena, so the statistics' small temporaries stay out of the heap the forward
-pass takes its activations from. On one heap they split the holes freed activations leave, and a
-probed SmolLM2-135M forward held 2.2x the bare forward's peak RSS. When the hooks come off, the
-free pages of every arena go back to the OS (glibc's malloc_trim).
+The observers run in the hook, on the forward pass's own thread, on every device. On the CPU a
+worker thread for them cost time (its OpenMP team contends with the forward's for the cores) and
+memory (benchmarks in the README). After each forward pass the free pages of the heap go back to
+the OS (glibc's malloc_trim).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -38,31 +36,12 @@ def activation(site: Site, value, ctx: BatchContext) -> torch.Tensor:
     return x
 
 
-_STATS_THREAD: list[ThreadPoolExecutor] = []
-
-
-def _stats_thread() -> ThreadPoolExecutor:
-    """The one worker thread CPU statistics run on (created on first use, same torch thread count)."""
-    if not _STATS_THREAD:
-        _STATS_THREAD.append(ThreadPoolExecutor(1, "maxact-stats", torch.set_num_threads, (torch.get_num_threads(),)))
-    return _STATS_THREAD[0]
-
-
-def _call_in_mode(fn: Observe, x: torch.Tensor, ctx: BatchContext, inference: bool) -> None:
-    """Grad mode and inference mode are per thread: the worker takes the caller's."""
-    with torch.no_grad(), torch.inference_mode(inference):
-        fn(x, ctx)
-
-
 def _observe(fn: Observe, x: torch.Tensor, ctx: BatchContext) -> None:
     if x.device.type == "mps":
         # MPS has no float64 for the sums; Apple silicon's memory is shared, so the statistics read a
         # host copy and take the CPU path.
         x = x.cpu()
-    if x.device.type != "cpu":
-        fn(x, ctx)
-        return
-    _stats_thread().submit(_call_in_mode, fn, x, ctx, torch.is_inference_mode_enabled()).result()
+    fn(x, ctx)
 
 
 def _keep(fn: Observe, x: torch.Tensor, ctx: BatchContext) -> None:
@@ -102,8 +81,8 @@ def _register(site: Site, fn: Observe, ctx: BatchContext, call: Callable) -> tor
 def hooked(sites: Sequence[Site], fns: Sequence[Observe], ctx: BatchContext, *,
            statistics: bool = True) -> Iterator[None]:
     """Hooks calling fns[i](activation of sites[i], ctx) during the forward passes inside the block.
-    `statistics`: the fns reduce the activation (on the CPU, on the worker thread); else they get
-    the tensor itself, where the forward pass has it."""
+    `statistics`: the fns reduce the activation (on Apple silicon, a host copy of it); else they
+    get the tensor itself, where the forward pass has it."""
     handles = []
     call = _observe if statistics else _keep
     try:
@@ -113,8 +92,6 @@ def hooked(sites: Sequence[Site], fns: Sequence[Observe], ctx: BatchContext, *,
     finally:
         for h in handles:
             h.remove()
-        if _STATS_THREAD:
-            release_heap()
 
 
 def forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, logits: bool = False):

@@ -63,24 +63,22 @@ class Probe:
     """The probe's hooks on a model, and the fold that follows each forward pass."""
 
     def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
-                 accelerator: Optional[bool] = None, inline: Optional[bool] = None) -> None:
+                 accelerator: Optional[bool] = None) -> None:
         self.model, self.sites = model, model_sites.sites
         device = input_device(model)
         if device.type == "mps":  # no float64 there: the statistics read host copies (hooks.py)
             device = torch.device("cpu")
         self.bank = site_bank(model_sites, device, hist_stride=hist_stride, accelerator=accelerator)
-        # With the accelerator path forced on the CPU the statistics run inline, as they do on a GPU.
-        self.inline = accelerator is True if inline is None else inline
 
     def hooks(self, ctx: BatchContext) -> ContextManager[None]:
-        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx, statistics=not self.inline)
+        return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx)
 
     def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
         hold a massive activation), run the batch again with the probe alone."""
         for _ in range(MAX_RERUNS + 1):
             need = self.bank.fold(ctx)
-            if not self.inline and ctx.valid.device.type == "cpu":
+            if ctx.valid.device.type == "cpu":
                 release_heap()  # the fold's temporaries: out of the heap the next forward grows
             if not need:
                 return
