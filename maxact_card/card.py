@@ -28,13 +28,13 @@ from .readme_merge import (  # noqa: F401  (re-exported: the card's public names
     merge_readme,
 )
 from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, Report, yaml_metadata
+from .summary import FP16_MAX, fp16_answer, nvfp4_line
 SECTION_TEMPLATE = "activation_range.md.j2"
 PR_TEMPLATE = "pr_description.md.j2"
 FIGURE_NAME = "maxact_layers.png"
 REPORT_NAME = "maxact_report.json"
 PAPER_URL = "https://arxiv.org/abs/2605.15572"
 PAPER_TITLE = "Measuring Maximum Activations in Open Large Language Models"
-FP16_MAX = 65504.0
 
 
 # -- metadata --------------------------------------------------------------------------------------
@@ -148,6 +148,8 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         {"kind": k.kind, "absmax": k.absmax, "site": k.site, "layer": k.layer, "in_m": k.kind in HEADLINE_KINDS}
         for k in sorted(report.kinds, key=lambda k: (order.get(k.kind, len(order)), k.kind))
     ]
+    quant = report.quant
+    scaled = {v.format: v.verdict for v in (quant.verdicts if quant else ())}
     headroom = []
     for h in report.headroom:
         ratio = m / h.max_finite if m is not None and h.max_finite > 0 else h.ratio
@@ -155,12 +157,16 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
             {
                 "format": h.format,
                 "max_finite": h.max_finite,
-                "ratio": ratio,
+                # Far below 1 (bf16: ~1e-34) the ratio says nothing more than "fits easily".
+                "ratio": ratio if ratio >= 1e-6 or not math.isfinite(ratio) else None,
                 "fits": bool(m is not None and math.isfinite(m) and m <= h.max_finite),
                 "overflow_sites": list(h.overflow_sites),
+                # fp16/bf16 run unscaled: their verdict is this row's; FP8 runs with a scale, checked apart.
+                "verdict": scaled.get(h.format) or (report.dtype_verdict(h.format).verdict
+                                                    if report.dtype_verdict(h.format) else None),
+                "scaled": h.format not in ("fp16", "bf16"),
             }
         )
-    quant = report.quant
     worst_sites = []
     if quant is not None:
         worst: dict[str, Any] = {}
@@ -177,6 +183,10 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "peak": peak,
         "m": m,
         "fp16_safe": report.fp16_safe,
+        "fp16": dict(zip(("verdict", "line"), fp16_answer(report))),
+        "peak_interval": report.peak_interval,
+        "nvfp4": nvfp4_line(report),
+        "intervals": {v.format: v.interval for v in (quant.verdicts if quant else ()) if v.interval is not None},
         "fp16_max": FP16_MAX,
         "fp16_ratio": (m / FP16_MAX) if m is not None else None,
         "kinds": kinds,

@@ -132,6 +132,24 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
         raise click.BadParameter("give comma-separated numbers, e.g. 99.9,99.99") from None
 
 
+def _calib_samples(ctx: click.Context, param: click.Parameter, value: str) -> Optional[int]:
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"give 'auto' or a whole number of samples, not {value!r}") from None
+
+
+def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise click.BadParameter("give comma-separated format names, e.g. int8_per_token,nvfp4")
+    return names
+
+
 @cli.command(epilog=AUDIT_EXAMPLES)
 @click.argument("model")
 @click.option("--revision", help="Branch, tag or commit of a Hub repo (resolved to a commit sha).")
@@ -153,8 +171,12 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where maxact_report.json goes "
               "(default: ./maxact-<model name>).")
 @click.option("--quant-check/--no-quant-check", default=True, show_default=True, help="Run the INT8/FP8 check.")
-@click.option("--calib-samples", type=int, help="Samples that calibrate scales; the rest evaluate "
-              "[default: half of --samples, at most 128].")
+@click.option("--calib-samples", default="auto", show_default=True, callback=_calib_samples,
+              help="Samples that calibrate static scales; the rest evaluate. auto = 128, or half of --samples "
+              "when there are fewer than 256.")
+@click.option("--formats", callback=_formats, help="Formats the end-to-end check runs, comma-separated "
+              "[default: int8_per_token,fp8_e4m3_per_token,fp8_e4m3,nvfp4,mxfp4_e2m1,int8_absmax]; per-site "
+              "errors cover every format.")
 @click.option("--clip-percentiles", default="99.9,99.99", show_default=True, callback=_percentiles,
               help="Percentile clipping policies for static INT8 scales.")
 @click.option("--fail-above", type=float, help="Exit with code 3 when M exceeds this value.")
@@ -245,12 +267,15 @@ def _reproduce_command(ctx: click.Context, model: str) -> str:
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
             continue
         value = ctx.params[name]
+        if value is None and not param.is_flag:  # an explicit `auto` (--calib-samples auto)
+            parts += [param.opts[-1], "auto"]
+            continue
         if param.is_flag:
             flag = next((o for o in (param.opts if value else param.secondary_opts)), None)
             if flag:
                 parts.append(flag)
         else:
-            text = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+            text = ",".join(v if isinstance(v, str) else f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
             parts += [param.opts[-1], text]
     return " ".join(shlex.quote(p) for p in parts)
 

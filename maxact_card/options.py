@@ -34,8 +34,9 @@ class AuditOptions:
     batch_size: str = "auto"
     output_dir: Optional[str] = None
     quant_check: bool = True
-    calib_samples: Optional[int] = None  # None: half of `samples`, at most CALIB_SAMPLES
+    calib_samples: Optional[int] = None  # None (auto): half of `samples`, at most CALIB_SAMPLES
     clip_percentiles: tuple[float, ...] = (99.9, 99.99)
+    formats: Optional[tuple[str, ...]] = None  # end-to-end formats; None: the default set
     progress: bool = True
     command: str = ""
 
@@ -70,6 +71,24 @@ class AuditOptions:
         for p in self.clip_percentiles:
             if not 50.0 < p < 100.0:  # NaN fails too
                 raise UsageError(f"--clip-percentiles must lie between 50 and 100, got {p}")
+        if self.formats is not None:
+            from .quant.formats import resolve_formats
+
+            if not self.quant_check:
+                raise UsageError("--formats chooses the formats of the quantization check; drop --no-quant-check")
+            try:
+                resolve_formats(self.formats, self.clip_percentiles)  # an unknown name: refused before the audit
+            except UsageError as exc:
+                raise UsageError(f"--formats: {exc}") from None
+
+    @property
+    def e2e_formats(self) -> tuple[str, ...]:
+        """The formats the end-to-end check runs: as given (in that order), else the default set."""
+        from .quant.formats import e2e_formats, resolve_formats
+
+        if self.formats is None:
+            return e2e_formats(self.clip_percentiles)
+        return resolve_formats(self.formats, self.clip_percentiles)
 
     @property
     def calib(self) -> int:

@@ -6,7 +6,7 @@ import datetime as _dt
 import re
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from . import __version__
 from .options import AuditOptions
@@ -29,6 +29,8 @@ def reproduce_command(o: AuditOptions, revision: Optional[str]) -> str:
         parts.append("--no-quant-check")
     else:
         parts += ["--calib-samples", str(o.calib)]
+        if o.formats is not None:
+            parts += ["--formats", ",".join(o.e2e_formats)]
     return " ".join(parts)
 
 
@@ -128,9 +130,9 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     batch_size = None if o.batch_size == "auto" else int(o.batch_size)
     calib = corpus.split_indices(o.calib)[0] if o.quant_check else None
     out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
-                  calib_indices=calib, percentiles=o.clip_percentiles,
+                  calib_indices=calib, percentiles=o.clip_percentiles, formats=o.e2e_formats if calib else (),
                   progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress and group.main),
-                  group=group)
+                  group=group, seed=o.seed)
     distributed.finish(group)  # every collective is done: process 0 alone writes what follows
 
     record = ModelRecord(
@@ -146,7 +148,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         weights=source.weights,
     )
     peak = peak_of(out.sites)
-    from .quant import fp16_safe, headroom
+    from .quant import dtype_verdict, fp16_safe, headroom
 
     site_max = site_maxima(out.sites)
     total = time.perf_counter() - t0
@@ -166,4 +168,14 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
                         tokens_per_s=out.tokens / (out.probe_s + out.quant_s) if out.tokens else 0.0),
         quant=out.quant,
         processes=out.processes,
+        peak_interval=_peak_interval(out.sample_max, o.seed),
+        dtype_verdicts=tuple(dtype_verdict(fmt, peak.abs if peak else 0.0, site_max,
+                                           sum(s.nonfinite for s in out.sites)) for fmt in ("fp16", "bf16")),
     )
+
+
+def _peak_interval(sample_max: Sequence[float], seed: int) -> Optional[tuple[float, float]]:
+    from .quant.uncertainty import max_interval
+
+    seen = [v for v in sample_max if v >= 0]
+    return tuple(max_interval(seen, seed=seed)) if seen else None  # type: ignore[return-value]

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from .errors import ReportError
 from .files import write_atomic
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
@@ -183,9 +183,30 @@ class EndToEnd:
 
 @dataclass(frozen=True)
 class Verdict:
+    """``verdict`` is one of ok, degraded, unsafe, or uncertain (the delta-NLL interval straddles a
+    threshold). ``interval`` is the bootstrap interval (lo, hi) of the delta NLL behind it, when
+    one was computed; JSON holds it as a 2-list or null, and reports without it load with None."""
+
     format: str
     verdict: str
     reason: str
+    interval: Optional[tuple[float, float]] = None
+
+    def __post_init__(self) -> None:
+        if self.interval is not None:  # a plain (float, float) tuple, so JSON round-trips exactly
+            lo, hi = self.interval
+            object.__setattr__(self, "interval", (float(lo), float(hi)))
+
+
+@dataclass(frozen=True)
+class BlockSpan:
+    """NVFP4 headroom of one linear layer's input over the calibration samples: the largest 16-value
+    block amax over the smallest non-zero one. Beyond `limit` (448 / 2**-6 = 28672, what one FP32
+    scale with E4M3 block scales holds) a static per-tensor NVFP4 scale flushes the smallest blocks."""
+
+    site: str
+    span: float
+    beyond: bool
 
 
 @dataclass(frozen=True)
@@ -199,6 +220,7 @@ class QuantReport:
     end_to_end: tuple[EndToEnd, ...]
     verdicts: tuple[Verdict, ...]
     recommendation: str
+    nvfp4_spans: tuple[BlockSpan, ...] = ()  # schema 1.3
 
 
 @dataclass(frozen=True)
@@ -218,6 +240,16 @@ class Report:
     quant: Optional[QuantReport]
     # Processes of a data-parallel run that measured (torchrun / accelerate launch). Schema 1.2.
     processes: int = 1
+    # 95% bootstrap interval of M over the corpus samples (lo, hi); hi is M itself. Schema 1.3.
+    peak_interval: Optional[tuple[float, float]] = None
+    # Running the model unscaled in fp16 and bf16: ok, degraded or unsafe, whatever else ran. Schema 1.3.
+    dtype_verdicts: tuple[Verdict, ...] = ()
+
+    def dtype_verdict(self, fmt: str) -> Optional[Verdict]:
+        """The fp16 (or bf16) verdict: the one every output shows."""
+        found = [v for v in self.dtype_verdicts if v.format == fmt]
+        found += [v for v in (self.quant.verdicts if self.quant else ()) if v.format == fmt]
+        return found[0] if found else None
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,50 @@ def fmt(v: float | None) -> str:
     return f"{v:,.1f}" if 0.1 <= abs(v) < 1e5 else f"{v:.3e}"
 
 
+FP16_MAX = 65504.0
+
+
+def fp16_answer(report: Report) -> tuple[str, str]:
+    """(verdict, line): the fp16 answer every output gives, from the report's fp16 verdict, e.g.
+    ("degraded", "fp16: degraded, 2.4x headroom (< 8x)")."""
+    p = report.peak
+    v = report.dtype_verdict("fp16")
+    level = v.verdict if v is not None else ("ok" if report.fp16_safe else "unsafe")
+    if p is None:
+        return level, f"fp16: {level} (no activations were measured)"
+    if p.nonfinite:
+        return "unsafe", "fp16: unsafe (the model computes NaN/Inf activations)"
+    if level == "unsafe":
+        return level, f"fp16: unsafe, M is {p.abs / FP16_MAX:.3g}x the fp16 maximum (65,504)"
+    room = f"{FP16_MAX / p.abs:.3g}x headroom" if p.abs else "all activations are zero"
+    if level == "degraded":
+        return level, f"fp16: degraded, {room} (< 8x)"
+    return level, f"fp16: {level}, {room}"
+
+
+NVFP4_SPAN_LIMIT = 28672.0  # 448 / 2**-6: quant.blocks.NVFP4_SPAN_LIMIT, without importing torch here
+
+
+def nvfp4_line(report: Report) -> str | None:
+    """One line on NVFP4 with a static per-tensor scale: the linear inputs whose 16-value block
+    amaxes span more than one FP32 scale with E4M3 block scales holds."""
+    spans = report.quant.nvfp4_spans if report.quant else ()
+    if not spans:
+        return None
+    widest = max(spans, key=lambda b: b.span)
+    beyond = [b for b in spans if b.beyond]
+    if beyond:
+        return (f"NVFP4 static scale: {len(beyond)} of {len(spans)} linear inputs span more block amax than one "
+                f"FP32 scale holds ({fmt(widest.span)}x at {widest.site}, limit {NVFP4_SPAN_LIMIT:,.0f}x); "
+                "their smallest blocks flush to zero: use a dynamic global scale there")
+    return (f"NVFP4 static scale: every linear input's block amax spans at most {fmt(widest.span)}x "
+            f"(at {widest.site}; limit {NVFP4_SPAN_LIMIT:,.0f}x)")
+
+
+def interval_text(lo: float, hi: float) -> str:
+    return f"95% CI {fmt(lo)} to {fmt(hi)}"
+
+
 def summary(report: Report) -> str:
     m, c = report.model, report.corpus
     lines = [f"maxact-card {report.tool_version}  {m.id}" + (f" @ {m.revision[:12]}" if m.revision else ""),
@@ -25,12 +69,13 @@ def summary(report: Report) -> str:
         lines.append(f"M = NON-FINITE: {p.nonfinite:,} NaN/Inf activations, the first at {p.site}: {where}"
                      f"sample {p.sample}, position {p.position}, token {p.token!r}, channel {p.channel}")
         lines.append(f"largest finite |a|: {fmt(p.finite_abs) if p.finite_abs is not None else 'none'}")
-        lines.append("fp16 safe: NO (non-finite activations)")
+        lines.append(fp16_answer(report)[1])
     else:
         where = f"layer {p.layer}, " if p.layer is not None else ""
-        lines.append(f"M = {fmt(p.abs)}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "
+        ci = f" ({interval_text(*report.peak_interval)} over samples)" if report.peak_interval else ""
+        lines.append(f"M = {fmt(p.abs)}{ci}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "
                      f"position {p.position}, token {p.token!r}, channel {p.channel}")
-        lines.append(f"fp16 safe: {'yes' if report.fp16_safe else 'NO (some site exceeds 65504)'}")
+        lines.append(fp16_answer(report)[1])
     lines.append("")
     lines.append(f"  {'site kind':<14}{'max|a|':>14}  where")
     for k in report.kinds:
@@ -46,9 +91,13 @@ def summary(report: Report) -> str:
         q = report.quant
         lines.append("")
         lines.append(f"  quant check: baseline NLL {q.baseline_nll:.4f} on {q.eval_samples} held-out samples")
+        cis = {v.format: v.interval for v in q.verdicts if v.interval is not None}
         for e in q.end_to_end:
-            lines.append(f"    {e.format:<16} dNLL {e.delta_nll:+.4f}  ppl x{e.ppl_ratio:.4f}")
+            ci = f"  (95% CI {cis[e.format][0]:+.4f} to {cis[e.format][1]:+.4f})" if e.format in cis else ""
+            lines.append(f"    {e.format:<20} dNLL {e.delta_nll:+.4f}{ci}  ppl x{e.ppl_ratio:.4f}")
         lines.append("    verdicts: " + ", ".join(f"{v.format}={v.verdict}" for v in q.verdicts))
+        if nvfp4_line(report):
+            lines.append(f"    {nvfp4_line(report)}")
         lines.append(f"    {q.recommendation}")
     t = report.timings
     lines.append("")

@@ -7,7 +7,7 @@ import math
 from typing import Any, Optional
 
 from maxact_card.measure import kind_maxima, peak_of
-from maxact_card.quant import build_verdicts, end_to_end, fp16_safe, headroom, recommendation
+from maxact_card.quant import build_verdicts, dtype_verdict, end_to_end, fp16_safe, headroom, recommendation
 from maxact_card.report import (
     SCHEMA_VERSION,
     ChannelMax,
@@ -162,5 +162,6 @@ def make_report(*, scale: float = 1.0, with_quant: bool = True, **overrides: Any
         sites=sites,
         timings=Timings(load_s=1.25, probe_s=12.5, quant_s=4.75, total_s=18.5, tokens_per_s=7864.3),
         quant=make_quant(sites) if with_quant else None,
+        dtype_verdicts=tuple(dtype_verdict(f, peak.abs, site_max) for f in ("fp16", "bf16")),
     )
     return dataclasses.replace(report, **overrides) if overrides else report

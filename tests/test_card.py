@@ -50,7 +50,7 @@ def test_section_shows_m_location_tables_and_reproducibility():
     assert f"layer {peak.layer}, site `{peak.site}`" in text
     assert f"channel {peak.channel}" in text and f"position {peak.position} of sample {peak.sample}" in text
     assert '`"\\n"`' in text  # the token, quoted so a line break stays visible
-    assert "**fp16:** not safe" in text
+    assert "**fp16:** unsafe" in text
     for kind in ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm"):
         assert f"| `{kind}` |" in text
     for layer, _, site in report.top_layers():
@@ -59,7 +59,16 @@ def test_section_shows_m_location_tables_and_reproducibility():
     assert "### Quantization check" in text and report.quant.recommendation in text
     for v in report.quant.verdicts:
         assert f"**{v.verdict}**" in text
-    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | 1.16 |" in text
+    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | - | 1.16 |" in text  # no interval in this report
+    assert "e+32x" not in text and "bf16 shares fp32's exponent range" in text
+    assert "| bf16 | 3.39e+38 | < 1e-6 | yes | none | ok |" in text  # the unscaled row: no 1e-34 ratio
+    assert "| fp8_e4m3 | 448 | 1,590.2 | **no** |" in text and "| degraded (scaled) |" in text
+    with_ci = dataclasses.replace(report, peak_interval=(512.5, peak.abs), quant=dataclasses.replace(
+        report.quant, verdicts=tuple(dataclasses.replace(v, interval=(0.125, 0.25)) if v.format == "int8_absmax"
+                                     else v for v in report.quant.verdicts)))
+    text_ci = card.render_section(with_ci)
+    assert "95% bootstrap interval of M over the 256 samples: 512.5 to 7.12e+05" in text_ci
+    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | 0.125 to 0.25 | 1.16 |" in text_ci
     assert "![Per-layer max |activation|](maxact_layers.png)" in text
     assert "https://arxiv.org/abs/2605.15572" in text and card.PAPER_TITLE in text
     for fragment in (
@@ -78,7 +87,7 @@ def test_section_shows_m_location_tables_and_reproducibility():
 def test_section_without_quant_or_peak():
     text = card.render_section(make_report(with_quant=False, scale=1e-3))
     assert "Quantization check" not in text
-    assert "**fp16:** safe. M is 1.1% of the largest finite fp16 value (65,504)." in text
+    assert "**fp16:** ok. M is 1.1% of the largest finite fp16 value (65,504)." in text
     empty = make_report(peak=None, kinds=(), sites=(), headroom=(), quant=None, fp16_safe=True)
     text = card.render_section(empty)
     assert "No activation was recorded" in text and "Maximum per site kind" not in text
@@ -128,10 +137,10 @@ def test_pr_description():
     report = make_report()
     text = card.render_pr_description(report)
     assert "**M = max |a| = 7.12e+05** at `layers.3.residual` (layer 3," in text
-    assert "**fp16:** not safe" in text and REVISION in text
+    assert "**fp16:** unsafe, M is 10.9x the fp16 maximum (65,504)" in text and REVISION in text
     assert report.command in text and "maxact_layers.png" in text and "maxact_report.json" in text
     assert "int8_absmax unsafe, fp8_e4m3 degraded" in text and card.PAPER_URL in text
-    assert "**fp16:** safe (M is 1.1% of 65,504)" in card.render_pr_description(make_report(scale=1e-3))
+    assert "**fp16:** ok, 91.9x headroom" in card.render_pr_description(make_report(scale=1e-3))
 
 
 def test_builtin_templates_are_found():

@@ -16,7 +16,7 @@ from maxact_card.measure.dispatch import HostReads, ops_per_forward
 from maxact_card.measure.observers import KeepBest, Merge, Observer
 from maxact_card.measure.quant_observers import ErrorObserver, LossObserver, RangeObserver
 from maxact_card.measure.site_stats import SiteBank, SiteInfo
-from maxact_card.quant import Quantizer
+from maxact_card.quant import Quantizer, format_names
 from maxact_card.sites import find_sites
 from models import tiny_model
 
@@ -125,7 +125,8 @@ def test_probed_forward_within_the_op_budget():
         mask[1, 12:] = 0
         ops = ops_per_forward(model, ids, mask)
         assert ops["probe"] <= 2 * ops["bare"], (dtype, ops)
-        for fmt in ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3"):
+        assert set(ops) == {"bare", "probe", *format_names((99.9, 99.99))}
+        for fmt in format_names((99.9, 99.99)):
             assert ops[fmt] <= 3 * ops["bare"], (dtype, fmt, ops)
 
 
@@ -217,3 +218,31 @@ def test_check_observers_merge_as_sums_and_max():
     l2.update(torch.zeros(1, 1, 4), torch.tensor([[2]]))
     l1.merge(l2)
     assert l1.result() == pytest.approx(math.log(4)) and l1.sums[1].item() == 3
+
+
+def test_per_sample_state_merges_and_feeds_the_bootstrap():
+    """The block-amax range of NVFP4, per-sample losses and per-sample maxima: exact by hand."""
+    ctx = BatchContext(torch.tensor([[True, True, False]]), torch.tensor([1]), torch.zeros(1, 3, dtype=torch.long))
+    x = torch.zeros(1, 3, 32)
+    x[0, 0, 3] = 600.0  # block 0 of token 0: amax 600
+    x[0, 0, 20] = -0.5  # block 1 of token 0: amax 0.5
+    x[0, 1, :16] = 0.01  # token 1, block 0: amax 0.01; block 1 all zero (not counted)
+    x[0, 2, 0] = 1e-6  # padding: never counted
+    r = RangeObserver()
+    r.update(x, ctx)
+    assert r.block_max.item() == 600.0 and r.block_min.item() == pytest.approx(0.01)
+    assert r.block_span() == pytest.approx(600.0 / 0.01)
+    other = RangeObserver()
+    other.update(torch.full((1, 1, 16), 1e-3), BatchContext(torch.ones(1, 1, dtype=torch.bool), torch.tensor([0]),
+                                                            torch.zeros(1, 1, dtype=torch.long)))
+    r.merge(other)
+    assert r.block_span() == pytest.approx(600.0 / 1e-3)
+    # Per-sample losses: rows land on their corpus samples (3 and 0), the total is their sum.
+    loss = LossObserver(samples=4)
+    logits = torch.zeros(2, 2, 4)
+    logits[1, :, 1] = math.log(3.0)  # p(1) = 3/6 on sample 0's row
+    loss.update(logits, torch.tensor([[0, 1], [1, 1]]), torch.tensor([[True, False], [True, True]]),
+                torch.tensor([3, 0]))
+    assert loss.per_sample[3].tolist() == [pytest.approx(math.log(4)), 1.0]
+    assert loss.per_sample[0].tolist() == [pytest.approx(2 * math.log(2)), 2.0]
+    assert loss.per_sample[1:3].abs().sum().item() == 0 and torch.equal(loss.sums, loss.per_sample.sum(0))

@@ -53,7 +53,7 @@ def test_non_finite_activations_are_never_safe(where: str, tmp_path: Path):
     assert report.fp16_safe is False
     assert {h.format: h.ratio for h in report.headroom}["fp16"] == math.inf
     assert report.quant is not None and {v.verdict for v in report.quant.verdicts} == {"unsafe"}
-    assert "NON-FINITE" in result.stdout and "fp16 safe: NO" in result.stdout
+    assert "NON-FINITE" in result.stdout and "fp16: unsafe (the model computes NaN/Inf activations)" in result.stdout
     section = render_section(report)
     assert "**M = max |a| is not finite**" in section and "fp16:** not safe" in section
     assert "fp16:** safe" not in section

@@ -72,7 +72,8 @@ def test_format_constants():
 
 
 def test_format_names():
-    assert format_names() == ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3", "fp8_e5m2")
+    assert format_names() == ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3", "fp8_e5m2",
+                              "fp8_e4m3_per_token", "fp8_e4m3_block128", "mxfp8_e4m3", "nvfp4", "mxfp4_e2m1")
     assert percentile_format(99.9) == "int8_p99.9"
     assert percentile_format(99.99) == "int8_p99.99"
     assert percentile_format(99.0) == "int8_p99"

@@ -9,7 +9,7 @@ import torch
 
 from maxact_card.measure import measure
 from maxact_card.measure.check import Calibration, linear_inputs
-from maxact_card.quant import Quantizer, e2e_formats
+from maxact_card.quant import Quantizer, e2e_formats, format_names
 from maxact_card.sites import find_sites
 from models import tiny_model
 
@@ -18,8 +18,9 @@ CALIB = list(range(0, 16, 2))
 TOK, CH = 7, 11
 
 
-def check(model, samples=SAMPLES, calib=CALIB, batch_size=4):
-    return measure(model, find_sites(model), samples, 0, str, batch_size=batch_size, calib_indices=calib)
+def check(model, samples=SAMPLES, calib=CALIB, batch_size=4, formats=None):
+    return measure(model, find_sites(model), samples, 0, str, batch_size=batch_size, calib_indices=calib,
+                   formats=formats)
 
 
 def errors(quant, site):
@@ -37,13 +38,15 @@ def test_every_linear_input_is_covered_once_per_shared_tensor():
 
 
 def test_identity_quantizers_give_exactly_zero_delta_nll(monkeypatch):
+    """Every registered format run end to end, each quantizer made the identity: Delta NLL is 0."""
     def identity(self, percentiles):
-        names = ("int8_absmax", *(f"int8_p{p:g}" for p in percentiles), "int8_per_token", "fp8_e4m3", "fp8_e5m2")
-        return {s.name: tuple(Quantizer(n, lambda x: x, None) for n in names) for s in self.sites}
+        return {s.name: tuple(Quantizer(n, lambda x: x, None) for n in format_names(percentiles)) for s in self.sites}
 
     monkeypatch.setattr(Calibration, "quantizers", identity)
-    q = check(tiny_model("llama")).quant
-    assert [e.format for e in q.end_to_end] == list(e2e_formats((99.9, 99.99)))
+    everything = format_names((99.9, 99.99))
+    assert {"nvfp4", "mxfp4_e2m1", "mxfp8_e4m3", "fp8_e4m3_block128", "fp8_e4m3_per_token"} <= set(everything)
+    q = check(tiny_model("llama"), formats=everything).quant
+    assert [e.format for e in q.end_to_end] == list(everything)
     for e in q.end_to_end:
         assert e.delta_nll == 0.0 and e.ppl_ratio == 1.0 and e.nll == q.baseline_nll
     assert all(e.sqnr_db == math.inf and e.rel_rmse == 0.0 and e.clip_rate == 0.0 for e in q.sites)
@@ -73,7 +76,7 @@ def test_each_pass_reports_progress_on_its_own_display():
     calib_tokens = sum(len(SAMPLES[i]) for i in CALIB)
     out = measure(model, find_sites(model), SAMPLES, 0, str, batch_size=3, calib_indices=CALIB, progress=progress)
     assert shown == [["calibrate", 8, 8, calib_tokens],
-                     ["evaluate (x6 forwards)", 8, 8, sum(map(len, SAMPLES)) - calib_tokens]]
+                     [f"evaluate (x{1 + len(e2e_formats((99.9, 99.99)))} forwards)", 8, 8, sum(map(len, SAMPLES)) - calib_tokens]]
     assert out.tokens == sum(map(len, SAMPLES)) and out.quant.eval_tokens == shown[1][3]
     shown.clear()
     measure(model, find_sites(model), SAMPLES, 0, str, batch_size=3, progress=progress)

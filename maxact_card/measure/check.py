@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from ..quant import Quantizer, RowSums, build_verdicts, end_to_end, recommendation, site_quantizers
-from ..report import LINEAR_INPUT_SUFFIXES, QuantReport, SiteQuantError
+from ..quant.blocks import NVFP4_SPAN_LIMIT
+from ..quant.uncertainty import delta_nll_intervals
+from ..report import LINEAR_INPUT_SUFFIXES, BlockSpan, QuantReport, SiteQuantError
 from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
 from .context import BatchContext
 from .hooks import hooked
@@ -94,6 +96,9 @@ class Calibration:
     def hooks(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
         return hooked(self.sites, [r.update for r in self.ranges], ctx)
 
+    def block_spans(self) -> dict[str, float]:
+        return {site.name: r.block_span() for site, r in zip(self.sites, self.ranges)}
+
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
         for site, r in zip(self.sites, self.ranges):
@@ -118,12 +123,13 @@ class Evaluation:
     lm_head: nn.Module
     softcap: Optional[float]
     accelerator: Optional[bool] = None  # True: the accelerator path on the CPU too (no per-token shortcut)
+    samples: int = 0  # corpus samples: the losses are kept per sample too
     errors: dict = field(init=False)
     losses: list = field(init=False)
 
     def __post_init__(self) -> None:
         self.errors = {(s.name, q.name): ErrorObserver() for s in self.sites for q in self.quantizers.get(s.name, ())}
-        self.losses = [LossObserver() for _ in range(1 + len(self.e2e_formats))]
+        self.losses = [LossObserver(samples=self.samples) for _ in range(1 + len(self.e2e_formats))]
         self.hidden: Optional[torch.Tensor] = None
 
     def observers(self) -> list[Observer]:
@@ -173,11 +179,17 @@ class Evaluation:
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             stop = start + LOSS_CHUNK
-            self.losses[copy].update(logits, targets[:, start:stop].to(logits.device), mask[:, start:stop].to(logits.device))
+            self.losses[copy].update(logits, targets[:, start:stop].to(logits.device),
+                                     mask[:, start:stop].to(logits.device), ctx.sample_index)
         self.hidden = None
 
     def report(self, calib_samples: int, eval_samples: int, eval_tokens: int, site_layers: dict[str, Optional[int]],
-               peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int) -> QuantReport:
+               peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int,
+               eval_indices: Sequence[int] = (), seed: int = 0,
+               spans: Optional[dict[str, float]] = None) -> QuantReport:
+        """The check's report; with `eval_indices` (the evaluation samples), each end-to-end delta
+        NLL gets a 95% bootstrap interval over those samples, and a verdict that interval leaves
+        open reads `uncertain`."""
         site_errors = []
         for (name, fmt), obs in self.errors.items():
             r = obs.result()
@@ -186,7 +198,13 @@ class Evaluation:
         base = self.losses[0].result()
         e2e = tuple(end_to_end(fmt, obs.result(), base) for fmt, obs in zip(self.e2e_formats, self.losses[1:]))
         linear = [e for e in site_errors if e.site.endswith(LINEAR_INPUT_SUFFIXES)]
-        verdicts = build_verdicts(linear, e2e, peak_abs, site_absmax, nonfinite)
+        intervals = None
+        if len(eval_indices) and self.losses[0].per_sample.numel():
+            idx = torch.as_tensor(list(eval_indices), dtype=torch.long)
+            base_rows = self.losses[0].per_sample.cpu().double()[idx]
+            rows = torch.stack([obs.per_sample.cpu().double()[idx] for obs in self.losses[1:]])
+            intervals = dict(zip(self.e2e_formats, delta_nll_intervals(base_rows, rows, seed=seed)))
+        verdicts = build_verdicts(linear, e2e, peak_abs, site_absmax, nonfinite, intervals=intervals)
         return QuantReport(
             calib_samples=calib_samples,
             eval_samples=eval_samples,
@@ -197,6 +215,8 @@ class Evaluation:
             end_to_end=e2e,
             verdicts=verdicts,
             recommendation=recommendation(verdicts, linear),
+            nvfp4_spans=tuple(BlockSpan(name, v, v > NVFP4_SPAN_LIMIT) for name, v in (spans or {}).items()
+                              if name.endswith(LINEAR_INPUT_SUFFIXES)),
         )
 
 

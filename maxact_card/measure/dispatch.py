@@ -81,7 +81,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     (hooks and fold; on the accelerator code path, or the CPU's), and each end-to-end format's
     quantized forward with the evaluation's hooks and loss. The probe's modes settle on a first
     forward, uncounted."""
-    from ..quant import e2e_formats
+    from ..quant import format_names
     from ..sites import find_sites
     from .check import Calibration, Evaluation, error_sites, linear_inputs
     from .context import make_context
@@ -104,7 +104,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 run()
             out[name] = c.total
         final = next(s for s in sites.sites if s.kind == "final_norm")
-        formats = e2e_formats(percentiles)
+        formats = format_names(percentiles)  # every registered format, each as its end-to-end forward
         ev = Evaluation(error_sites(sites, inputs), cal.quantizers(percentiles), inputs, formats, final,
                         model.get_output_embeddings(), None, accelerator)
         for f, fmt in enumerate(formats, start=1):

@@ -51,24 +51,25 @@ class Measurement:
     quant_s: float
     quant: Optional[QuantReport]
     processes: int = 1
+    sample_max: tuple[float, ...] = ()  # max |a| of each sample over every site (-1: not measured)
 
 
 def site_bank(model_sites: ModelSites, device: torch.device, *, hist_stride: int = HIST_STRIDE,
-              accelerator: Optional[bool] = None) -> SiteBank:
+              accelerator: Optional[bool] = None, samples: int = 0) -> SiteBank:
     infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual") for s in model_sites.sites]
-    return SiteBank(infos, device, hist_stride=hist_stride, accelerator=accelerator)
+    return SiteBank(infos, device, hist_stride=hist_stride, accelerator=accelerator, samples=samples)
 
 
 class Probe:
     """The probe's hooks on a model, and the fold that follows each forward pass."""
 
     def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
-                 accelerator: Optional[bool] = None) -> None:
+                 accelerator: Optional[bool] = None, samples: int = 0) -> None:
         self.model, self.sites = model, model_sites.sites
         device = input_device(model)
         if device.type == "mps":  # no float64 there: the statistics read host copies (hooks.py)
             device = torch.device("cpu")
-        self.bank = site_bank(model_sites, device, hist_stride=hist_stride, accelerator=accelerator)
+        self.bank = site_bank(model_sites, device, hist_stride=hist_stride, accelerator=accelerator, samples=samples)
 
     def hooks(self, ctx: BatchContext) -> ContextManager[None]:
         return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx)
@@ -105,12 +106,15 @@ def measure(
     hist_stride: int = HIST_STRIDE,
     calib_indices: Optional[Sequence[int]] = None,
     percentiles: Sequence[float] = (99.9, 99.99),
+    formats: Optional[Sequence[str]] = None,
+    seed: int = 0,
     progress: Progress = no_progress,
     group: Group = Group(),
     accelerator: Optional[bool] = None,
 ) -> Measurement:
     """The probe over every sample; with `calib_indices`, also the INT8/FP8 check (calibration on
-    those samples, evaluation on the rest). `batch_size=None`: estimate, halve on out-of-memory.
+    those samples, evaluation on the rest; `formats`: the end-to-end ones, default
+    `quant.e2e_formats`; `seed`: the bootstrap's). `batch_size=None`: estimate, halve on out-of-memory.
     Each pass reports to its own `progress` display: an evaluation sample costs 1 + (end-to-end
     formats) forwards, so one bar over both passes would misjudge the time left. `accelerator`:
     force the statistics' accelerator path (True) or the CPU path (False); default: by device."""
@@ -122,7 +126,7 @@ def measure(
     if check and not rest:
         raise UsageError(f"--calib-samples {len(first)} leaves no samples to evaluate on; "
                          "lower --calib-samples or raise --samples")
-    probe = Probe(model, model_sites, hist_stride=hist_stride, accelerator=accelerator)
+    probe = Probe(model, model_sites, hist_stride=hist_stride, accelerator=accelerator, samples=n)
     lengths = [len(ids) for ids in corpus_ids]
     adaptive = batch_size is None
     bs = batch_size or group.smallest(estimate_batch_size(model, max(lengths), with_logits=False))
@@ -146,16 +150,18 @@ def measure(
         probe_s = time.perf_counter() - start
         if cal is None:
             group.merge([probe.bank])
-            return Measurement(probe.bank.result(decode), tokens, probe_s, 0.0, None, group.world)
+            return Measurement(probe.bank.result(decode), tokens, probe_s, 0.0, None, group.world,
+                               tuple(probe.bank.sample_max.tolist()))
         group.merge(cal.observers())
         final_norm = next((s for s in model_sites.sites if s.kind == "final_norm"), None)
         if final_norm is None:
             raise UnsupportedArchitectureError("no final norm found, so the loss cannot be computed; "
                                                "run with --no-quant-check")
         cfg = text_config(model.config)
-        formats = e2e_formats(percentiles)
+        formats = tuple(formats) if formats is not None else e2e_formats(percentiles)
         ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
-                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None), accelerator)
+                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None), accelerator,
+                        samples=n)
         eval_tokens = sum(lengths[i] for i in rest)
 
         def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
@@ -185,5 +191,5 @@ def measure(
     absmax = site_maxima(sites)
     layers = {s.name: s.layer for s in ev.sites}
     report = ev.report(len(first), len(rest), eval_tokens, layers, peak.abs if peak else None, absmax,
-                       sum(s.nonfinite for s in sites))
-    return Measurement(sites, tokens, probe_s, quant_s, report, group.world)
+                       sum(s.nonfinite for s in sites), eval_indices=rest, seed=seed, spans=cal.block_spans())
+    return Measurement(sites, tokens, probe_s, quant_s, report, group.world, tuple(probe.bank.sample_max.tolist()))

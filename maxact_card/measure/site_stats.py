@@ -82,7 +82,7 @@ class SiteBank(Observer):
     """Statistics of every probe site, as one observer with a leading site dimension."""
 
     def __init__(self, sites: Sequence[SiteInfo], device: torch.device | str = "cpu", *, hist_stride: int = 1,
-                 accelerator: Optional[bool] = None) -> None:
+                 accelerator: Optional[bool] = None, samples: int = 0) -> None:
         S, dev = len(sites), torch.device(device)
         f64, i64 = torch.float64, torch.int64
         self.sites = tuple(sites)
@@ -104,6 +104,9 @@ class SiteBank(Observer):
         self.nf_score = torch.full((S, 1), -1.0, dtype=f64, device=dev)
         self.nf_key = torch.full((S, 1), NO_KEY, dtype=i64, device=dev)
         self.nf_loc = torch.full((S, 1, 4), -1, dtype=i64, device=dev)
+        # max |a| of each corpus sample over every site (inf where it met a NaN/Inf; -1: not seen):
+        # what the bootstrap interval of M resamples.
+        self.sample_max = torch.full((samples,), -1.0, dtype=f64, device=dev)
         self.chan_sites = [i for i, s in enumerate(sites) if s.channels]
         self.chan: Optional[torch.Tensor] = None  # [len(chan_sites), C] float32, once C is known
         self._chan_scratch: Optional[torch.Tensor] = None
@@ -116,7 +119,8 @@ class SiteBank(Observer):
 
     # -- the observer interface ----------------------------------------------------------------------
     MERGES_BASE = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
-                   "sum": Merge.SUM, "sumsq": Merge.SUM, "massive": Merge.SUM, "hist": Merge.SUM}
+                   "sum": Merge.SUM, "sumsq": Merge.SUM, "massive": Merge.SUM, "hist": Merge.SUM,
+                   "sample_max": Merge.MAX}
     GROUPS = (TOP, FIRST_NONFINITE)
 
     @property
@@ -234,6 +238,9 @@ class SiteBank(Observer):
         if not device_path:  # the CPU may ask: only rows at or above each site's 16th can enter
             cand = _top_candidates(cand, rabs)
         self.keep(TOP, cand)
+        if self.sample_max.numel():
+            row_max = torch.where(live & (f["nf"] > 0), math.inf, rabs).amax(0)
+            self.sample_max.scatter_reduce_(0, rows.loc[:, 0], row_max, "amax")
         if (device_path and any(self.exact[i] for i, s in enumerate(self._fired) if s is not None)) or \
                 (not device_path and bool((f["nf"] > 0).any())):
             bad = live & (f["nf"] > 0)

@@ -151,6 +151,17 @@ def nll_sums(logits: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.T
     return torch.stack([nll.sum(dtype=acc), mask.sum().to(acc)])
 
 
+def nll_rows(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, 2]: [sum NLL, count] of each row's next-token losses (`logits` [B, T, V] aligned with
+    `targets` [B, T], `mask` [B, T] bool); what `nll_sums` sums, row by row."""
+    acc = acc_dtype(logits.device)
+    mask = mask.to(dtype=torch.bool, device=logits.device)
+    safe = torch.where(mask, targets, 0)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), safe.reshape(-1), reduction="none")
+    nll = torch.where(mask.reshape(-1), nll, 0.0).reshape(mask.shape)
+    return torch.stack([nll.sum(-1, dtype=acc), mask.sum(-1).to(acc)], dim=-1)
+
+
 def mean_nll(sums: Sequence[float]) -> float:
     s, n = (float(v) for v in sums)
     return s / n if n else math.nan

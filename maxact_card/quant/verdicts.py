@@ -43,7 +43,12 @@ def fp16_safe(site_absmax: Mapping[str, float]) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Verdicts
 # ---------------------------------------------------------------------------------------------
+# Severity order of a settled verdict (``_worse`` ranks by it).
 VERDICT_LEVELS = ("ok", "degraded", "unsafe")
+# A delta-NLL interval that straddles a threshold: the data cannot tell which level holds.
+UNCERTAIN = "uncertain"
+# Every value ``Verdict.verdict`` can take, in display order (uncertain next to ok: it may be ok).
+VERDICT_NAMES = ("ok", UNCERTAIN, "degraded", "unsafe")
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,19 @@ class Thresholds:
     End-to-end next-token loss with every linear input fake-quantized (delta NLL in nats):
       * ok <= 0.01 (perplexity +1%), degraded <= 0.1 (perplexity +10.5%), unsafe above.
     The verdict of a quantized format is the worse of its two verdicts (either may be missing).
+    With a bootstrap interval (lo, hi) of the delta NLL over evaluation samples, the NLL verdict is
+    uncertain when lo and hi fall on different sides of a delta-NLL threshold; the format then
+    reads ``uncertain``, unless its SQNR verdict alone is already as bad as the NLL verdict at hi
+    (that level holds whatever the NLL is).
     FP16 (no scaling): unsafe if any site's max |a| exceeds 65504 (it becomes Inf) or any
     activation is non-finite; degraded if the largest max exceeds 65504 / 8 = 8188 (less than
     three binades of headroom: longer contexts, other inputs or fp16 intermediate sums in kernels
     can overflow); otherwise ok. BF16 shares FP32's exponent range: ok unless an activation is
     non-finite or exceeds 3.39e38.
+    The fp16/bf16 verdicts are never uncertain: they rest on observed maxima, and a bootstrap of a
+    maximum over samples never exceeds the observed maximum, so an observed overflow is certain
+    (and an observed non-finite activation too); what a bootstrap cannot bound is a larger maximum
+    on inputs never seen, which the fp16 headroom margin is for.
     """
 
     sqnr_ok_db: float = 30.0
@@ -110,6 +123,16 @@ def _fmt_db(v: float) -> str:
     return f"{v:.1f} dB" if math.isfinite(v) else ("inf dB" if v > 0 else f"{v} dB")
 
 
+def _nll_thresholds_crossed(lo: float, hi: float, th: Thresholds) -> list[float]:
+    """The delta-NLL thresholds ``t`` with ``lo <= t < hi`` (a value equal to a threshold is on its
+    lower, better side, as in ``_nll_level``)."""
+    return [t for t in dict.fromkeys((th.delta_nll_ok, th.delta_nll_degraded)) if lo <= t < hi]
+
+
+def _fmt_nats(v: float) -> str:
+    return f"{v:+.3f}" if math.isfinite(v) else f"{v:+}"
+
+
 def verdict_for(
     format: str,
     worst_site_sqnr: Optional[float],
@@ -117,17 +140,37 @@ def verdict_for(
     *,
     worst_site: Optional[str] = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    delta_nll_interval: Optional[tuple[float, float]] = None,
+    ci_level: float = 0.95,
 ) -> Verdict:
     """Verdict of a fake-quantized format: the worse of the per-site SQNR verdict (at its worst
-    site) and the end-to-end delta-NLL verdict. Either input may be ``None`` (not measured), not both."""
+    site) and the end-to-end delta-NLL verdict. Either input may be ``None`` (not measured), not both.
+
+    ``delta_nll_interval`` is a bootstrap interval (lo, hi) of ``delta_nll`` over the evaluation
+    samples (``ci_level`` is its coverage, for the reason text). When the plausible values, the
+    interval together with the point estimate, fall on different sides of a delta-NLL threshold, the
+    verdict is ``"uncertain"`` unless the SQNR verdict alone is as bad as or worse than the NLL
+    verdict at the upper end (it then stands whatever the NLL is). An interval with a NaN bound
+    (the per-sample losses were not finite) carries no information and is ignored. The interval is
+    kept on the returned ``Verdict``."""
     th = thresholds
     if worst_site_sqnr is None and delta_nll is None:
         raise ValueError(f"verdict_for({format!r}): need a site SQNR or an end-to-end delta NLL")
+    if delta_nll_interval is not None and delta_nll is None:
+        raise ValueError(f"verdict_for({format!r}): a delta-NLL interval needs the delta NLL itself")
+    interval: Optional[tuple[float, float]] = None
+    if delta_nll_interval is not None:
+        lo, hi = (float(v) for v in delta_nll_interval)
+        if not (math.isnan(lo) or math.isnan(hi)):
+            if lo > hi:
+                raise ValueError(f"verdict_for({format!r}): interval ({lo}, {hi}) has lo > hi")
+            interval = (lo, hi)
     level = "ok"
+    sqnr_level: Optional[str] = None
     parts = []
     if worst_site_sqnr is not None:
         s = float(worst_site_sqnr)
-        lv = _sqnr_level(s, th)
+        lv = sqnr_level = _sqnr_level(s, th)
         level = _worse(level, lv)
         where = f" at {worst_site}" if worst_site else ""
         bound = {"ok": f">= {th.sqnr_ok_db:g}", "degraded": f"< {th.sqnr_ok_db:g}"}.get(
@@ -137,12 +180,30 @@ def verdict_for(
     if delta_nll is not None:
         d = float(delta_nll)
         lv = _nll_level(d, th)
-        level = _worse(level, lv)
         bound = {"ok": f"<= {th.delta_nll_ok:g}", "degraded": f"> {th.delta_nll_ok:g}"}.get(
             lv, f"> {th.delta_nll_degraded:g}"
         )
-        parts.append(f"end-to-end delta NLL {d:+.3f} nats ({bound})")
-    return Verdict(format=format, verdict=level, reason="; ".join(parts))
+        crossed: list[float] = []
+        if interval is not None:
+            lo, hi = interval
+            # The point estimate normally lies inside; if it does not, it still counts as plausible.
+            span_lo, span_hi = (min(lo, d), max(hi, d)) if not math.isnan(d) else (lo, hi)
+            crossed = _nll_thresholds_crossed(span_lo, span_hi, th)
+            ci = f"{ci_level * 100:g}% CI {_fmt_nats(lo)} to {_fmt_nats(hi)}"
+            if crossed:
+                bound = f"{ci}, crosses {' and '.join(f'{t:g}' for t in crossed)}"
+            else:
+                bound = f"{ci}, {bound}"
+        parts.append(f"end-to-end delta NLL {_fmt_nats(d)} nats ({bound})")
+        if crossed:
+            worst_nll = _nll_level(span_hi, th)
+            if sqnr_level is not None and _worse(sqnr_level, worst_nll) == sqnr_level:
+                level = sqnr_level  # holds whatever the NLL is
+            else:
+                level = UNCERTAIN
+        else:
+            level = _worse(level, lv)
+    return Verdict(format=format, verdict=level, reason="; ".join(parts), interval=interval)
 
 
 def dtype_verdict(
@@ -182,6 +243,8 @@ def dtype_verdict(
         )
     if not top:
         return Verdict(format, "ok", "all activations are zero")
+    if format == "bf16":  # a ratio of 1e+34 says nothing a reader can use
+        return Verdict(format, "ok", f"max |a| {top:.6g} at {top_name}; bf16 shares fp32's exponent range")
     return Verdict(format, "ok", f"max |a| {top:.6g} at {top_name}; headroom {limit / top:.3g}x")
 
 
@@ -201,9 +264,16 @@ def build_verdicts(
     nonfinite: int = 0,
     *,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    intervals: Optional[Mapping[str, tuple[float, float]]] = None,
+    ci_level: float = 0.95,
 ) -> tuple[Verdict, ...]:
     """Every verdict: fp16 and bf16 (when ``site_absmax`` is given), then each quantized format in
-    the order it first appears in ``sites`` / ``end_to_end``."""
+    the order it first appears in ``sites`` / ``end_to_end``.
+
+    ``intervals`` maps a format to the bootstrap interval of its end-to-end delta NLL (see
+    ``verdict_for``; ``maxact_card.quant.uncertainty.delta_nll_intervals`` computes them); formats
+    without an end-to-end measurement ignore theirs. Non-finite activations make every format
+    unsafe whatever the intervals say."""
     out: list[Verdict] = []
     if site_absmax is not None:
         m = float(peak_abs) if peak_abs is not None else max((abs(v) for v in site_absmax.values()), default=0.0)
@@ -224,6 +294,8 @@ def build_verdicts(
                 e.delta_nll if e else None,
                 worst_site=w.site if w else None,
                 thresholds=thresholds,
+                delta_nll_interval=intervals.get(fmt) if intervals is not None and e is not None else None,
+                ci_level=ci_level,
             )
         )
     return tuple(out)
@@ -238,14 +310,21 @@ def recommendation(
     """One line for the deployer: the most important problem and what to do about it.
 
     Priority: fp16 overflow first, then the first quantized format (report order, so per-tensor
-    static INT8 first) that is not ok, with its worst site and the best format that is ok at that
-    site; then the other formats that are not ok, and those that are."""
+    static INT8 first) that is degraded or unsafe, with its worst site and the best format that is
+    ok at that site; then the other formats that are degraded or unsafe, those that are uncertain
+    (their delta-NLL interval straddles a threshold: more samples would settle them), and those
+    that are ok."""
     if not verdicts:
         return "no formats were checked"
-    bad = [v for v in verdicts if v.verdict != "ok"]
+    unsure = [v.format for v in verdicts if v.verdict == UNCERTAIN]
+    bad = [v for v in verdicts if v.verdict not in ("ok", UNCERTAIN)]
     good = [v.format for v in verdicts if v.verdict == "ok"]
-    if not bad:
+    unsure_part = f"uncertain: {', '.join(unsure)} (run with more --samples to settle)"
+    if not bad and not unsure:
         return f"every checked format is ok ({', '.join(good)}): deploy in any of them as measured"
+    if not bad:
+        head = "no checked format is known to fail"
+        return "; ".join([head, unsure_part] + ([f"ok: {', '.join(good)}"] if good else []))
     parts: list[str] = []
     dtype_bad = [v for v in bad if v.format in ("fp16", "bf16")]
     quant_bad = [v for v in bad if v.format not in ("fp16", "bf16")]
@@ -283,6 +362,8 @@ def recommendation(
         others = [u.format for u in quant_bad[1:]]
         if others:
             parts.append(f"also not ok: {', '.join(others)}")
+    if unsure:
+        parts.append(unsure_part)
     if good:
         parts.append(f"ok: {', '.join(good)}")
     return "; ".join(parts)
