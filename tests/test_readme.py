@@ -65,3 +65,12 @@ def test_every_site_name_and_report_field_is_documented():
         assert f"`{site}`" in README, site
     for field in dataclasses.fields(Report):
         assert f"`{field.name}`" in README, field.name
+
+
+def test_every_registered_format_is_in_the_formats_table():
+    from maxact_card.quant.formats import REGISTRY
+
+    for f in REGISTRY:
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{f.name}` |")), None)
+        assert row is not None, f.name
+        assert f.spec.replace("|", "\\|") in row and f.deployed.replace("|", "\\|") in row, f.name

@@ -203,7 +203,7 @@ REGISTRY: tuple[Format, ...] = (
     ),
     Format(
         name="nvfp4", element="e2m1", granularity="16-value blocks",
-        scale_rule="E4M3 (block max|a| / 6) / g, FP32 g = calibration max|a| / 2688", static=True,
+        scale_rule="E4M3 block max|a| / (6 g), FP32 g = calibration max|a| / 2688", static=True,
         max_element=E2M1_MAX, label="NVFP4", advice="use NVFP4 (E2M1, 16-value E4M3-scaled blocks)",
         default_e2e=True,
         deployed="NVIDIA Blackwell NVFP4 (TensorRT Model Optimizer, vLLM and llm-compressor NVFP4 scheme)",
