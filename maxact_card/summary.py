@@ -72,9 +72,10 @@ def summary(report: Report) -> str:
         lines.append(fp16_answer(report)[1])
     else:
         where = f"layer {p.layer}, " if p.layer is not None else ""
-        ci = f" ({interval_text(*report.peak_interval)} over samples)" if report.peak_interval else ""
-        lines.append(f"M = {fmt(p.abs)}{ci}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "
+        lines.append(f"M = {fmt(p.abs)}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "
                      f"position {p.position}, token {p.token!r}, channel {p.channel}")
+        if report.peak_interval:
+            lines.append(f"  {interval_text(*report.peak_interval)} over the samples (bootstrap)")
         lines.append(fp16_answer(report)[1])
     lines.append("")
     lines.append(f"  {'site kind':<14}{'max|a|':>14}  where")

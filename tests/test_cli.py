@@ -446,7 +446,7 @@ def test_good_audit_writes_a_loadable_report_and_prints_the_summary(good_audit, 
     assert m_line.startswith(f"M = {fmt(peak.abs)}  (signed {peak.value:.6g}) at {peak.site}: ")
     assert f"sample {peak.sample}, position {peak.position}" in m_line
     assert lines[-1] == f"report: {path}"
-    assert "fp16 safe: yes" in lines
+    assert "fp16: ok, 2.56e+04x headroom" in lines and "  95% CI 2.6 to 2.6 over the samples (bootstrap)" in lines
     assert "Traceback" not in result.output
 
 

