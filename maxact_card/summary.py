@@ -44,9 +44,11 @@ def nvfp4_line(report: Report) -> str | None:
     widest = max(spans, key=lambda b: b.span)
     beyond = [b for b in spans if b.beyond]
     if beyond:
+        beyond.sort(key=lambda b: -b.span)
+        names = ", ".join(f"{b.site} ({fmt(b.span)}x)" for b in beyond[:3]) + (", ..." if len(beyond) > 3 else "")
         return (f"NVFP4 static scale: {len(beyond)} of {len(spans)} linear inputs span more block amax than one "
-                f"FP32 scale holds ({fmt(widest.span)}x at {widest.site}, limit {NVFP4_SPAN_LIMIT:,.0f}x); "
-                "their smallest blocks flush to zero: use a dynamic global scale there")
+                f"FP32 scale holds (limit {NVFP4_SPAN_LIMIT:,.0f}x): {names}; their smallest blocks flush to "
+                "zero: use a dynamic global scale there (the report lists every site)")
     return (f"NVFP4 static scale: every linear input's block amax spans at most {fmt(widest.span)}x "
             f"(at {widest.site}; limit {NVFP4_SPAN_LIMIT:,.0f}x)")
 

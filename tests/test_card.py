@@ -1006,3 +1006,26 @@ def test_open_pr_keeps_crlf_and_bom_of_a_hub_readme(hub):
     readme = hub.files_at("alice/tiny", "refs/pr/1")["README.md"]
     assert readme.startswith(b"\xef\xbb\xbf---\r\nlicense: mit\r\nactivation_range:\r\n")
     assert b"\n" not in readme.replace(b"\r\n", b"")
+
+
+def test_nvfp4_headroom_lists_the_sites_beyond_one_scale():
+    from maxact_card.report import BlockSpan
+    from maxact_card.summary import nvfp4_line
+
+    report = make_report()
+    spans = (BlockSpan("layers.0.mlp.down_in", 900.0, False), BlockSpan("layers.2.mlp.down_in", 65536.0, True),
+             BlockSpan("layers.3.attn.o_proj.in", 30000.0, True))
+    beyond = dataclasses.replace(report, quant=dataclasses.replace(report.quant, nvfp4_spans=spans))
+    line = nvfp4_line(beyond)
+    assert line.startswith("NVFP4 static scale: 2 of 3 linear inputs span more block amax than one FP32 scale "
+                           "holds (limit 28,672x): layers.2.mlp.down_in (65,536.0x), layers.3.attn.o_proj.in "
+                           "(30,000.0x);")
+    assert line in card.render_section(beyond)
+    within = dataclasses.replace(report, quant=dataclasses.replace(report.quant, nvfp4_spans=spans[:1]))
+    assert nvfp4_line(within) == ("NVFP4 static scale: every linear input's block amax spans at most 900.0x "
+                                  "(at layers.0.mlp.down_in; limit 28,672x)")
+    assert nvfp4_line(make_report(with_quant=False)) is None
+    from maxact_card.quant.blocks import NVFP4_SPAN_LIMIT
+    from maxact_card import summary
+
+    assert summary.NVFP4_SPAN_LIMIT == NVFP4_SPAN_LIMIT
