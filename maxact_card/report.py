@@ -380,7 +380,9 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
            if peak and peak.nonfinite else {}),
         "max_activation_site": peak.site if peak else "",
         "max_activation_layer": peak.layer if peak and peak.layer is not None else -1,
+        **({"max_abs_activation_interval": [_f(v) for v in report.peak_interval]} if report.peak_interval else {}),
         "fp16_safe": report.fp16_safe,
+        **({"fp16_verdict": report.dtype_verdict("fp16").verdict} if report.dtype_verdict("fp16") else {}),
         "site_kind_max": {k.kind: _f(k.absmax) for k in report.kinds},
         "corpus": {
             "name": report.corpus.name,
@@ -391,6 +393,9 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
     }
     if report.quant is not None:
         meta["verdicts"] = {v.format: v.verdict for v in report.quant.verdicts}
+        intervals = {v.format: [_f(x) for x in v.interval] for v in report.quant.verdicts if v.interval}
+        if intervals:
+            meta["delta_nll_intervals"] = intervals
     return meta
 
 

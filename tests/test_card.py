@@ -190,13 +190,24 @@ def test_metadata_block_is_plain_yaml():
     assert meta["revision"] == REVISION and meta["settings_key"] == card.settings_key(report)
     assert meta["verdicts"] == {"fp16": "unsafe", "bf16": "ok", "int8_absmax": "unsafe", "fp8_e4m3": "degraded"}
 
+    assert meta["fp16_verdict"] == "unsafe" and "max_abs_activation_interval" not in meta
+    sure = dataclasses.replace(report, peak_interval=(5e5, report.peak.abs), quant=dataclasses.replace(
+        report.quant, verdicts=tuple(dataclasses.replace(v, interval=(0.125, 0.25)) if v.format == "int8_absmax"
+                                     else v for v in report.quant.verdicts)))
+    text_ci = card.metadata_yaml(sure)
+    meta_ci = yaml.safe_load(text_ci)["activation_range"]
+    assert meta_ci["max_abs_activation_interval"] == [5e5, report.peak.abs]
+    assert meta_ci["delta_nll_intervals"] == {"int8_absmax": [0.125, 0.25]}
+
     def plain(v):
         if isinstance(v, dict):
             return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
         return v is None or type(v) in (str, int, float, bool)
 
-    assert plain(meta)
-    assert "!!" not in text  # no python-specific tags
+    assert plain(meta) and plain(meta_ci)
+    assert "!!" not in text and "!!" not in text_ci  # no python-specific tags
 
 
 def test_settings_key_changes_with_each_setting():
