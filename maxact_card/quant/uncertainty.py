@@ -35,9 +35,6 @@ class Interval(NamedTuple):
     lo: float
     hi: float
 
-    def contains(self, value: float) -> bool:
-        return self.lo <= value <= self.hi
-
 
 NAN_INTERVAL = Interval(math.nan, math.nan)
 

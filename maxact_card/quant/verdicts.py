@@ -47,8 +47,6 @@ def fp16_safe(site_absmax: Mapping[str, float]) -> bool:
 VERDICT_LEVELS = ("ok", "degraded", "unsafe")
 # A delta-NLL interval that straddles a threshold: the data cannot tell which level holds.
 UNCERTAIN = "uncertain"
-# Every value ``Verdict.verdict`` can take, in display order (uncertain next to ok: it may be ok).
-VERDICT_NAMES = ("ok", UNCERTAIN, "degraded", "unsafe")
 
 
 @dataclass(frozen=True)
