@@ -149,7 +149,6 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         for k in sorted(report.kinds, key=lambda k: (order.get(k.kind, len(order)), k.kind))
     ]
     quant = report.quant
-    scaled = {v.format: v.verdict for v in (quant.verdicts if quant else ())}
     headroom = []
     for h in report.headroom:
         ratio = m / h.max_finite if m is not None and h.max_finite > 0 else h.ratio
@@ -162,8 +161,7 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
                 "fits": bool(m is not None and math.isfinite(m) and m <= h.max_finite),
                 "overflow_sites": list(h.overflow_sites),
                 # fp16/bf16 run unscaled: their verdict is this row's; FP8 runs with a scale, checked apart.
-                "verdict": scaled.get(h.format) or (report.dtype_verdict(h.format).verdict
-                                                    if report.dtype_verdict(h.format) else None),
+                "verdict": v.verdict if (v := report.verdict(h.format)) else None,
                 "scaled": h.format not in ("fp16", "bf16"),
             }
         )

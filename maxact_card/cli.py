@@ -175,7 +175,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
               help="Samples that calibrate static scales; the rest evaluate. auto = 128, or half of --samples "
               "when there are fewer than 256.")
 @click.option("--formats", callback=_formats, help="Formats the end-to-end check runs, comma-separated "
-              "[default: int8_per_token,fp8_e4m3_per_token,fp8_e4m3,nvfp4,mxfp4_e2m1,int8_absmax]; per-site "
+              "[default: int8_absmax,int8_per_token,fp8_e4m3,fp8_e4m3_per_token,nvfp4,mxfp4_e2m1]; per-site "
               "errors cover every format.")
 @click.option("--clip-percentiles", default="99.9,99.99", show_default=True, callback=_percentiles,
               help="Percentile clipping policies for static INT8 scales.")

@@ -245,8 +245,9 @@ class Report:
     # Running the model unscaled in fp16 and bf16: ok, degraded or unsafe, whatever else ran. Schema 1.3.
     dtype_verdicts: tuple[Verdict, ...] = ()
 
-    def dtype_verdict(self, fmt: str) -> Optional[Verdict]:
-        """The fp16 (or bf16) verdict: the one every output shows."""
+    def verdict(self, fmt: str) -> Optional[Verdict]:
+        """The verdict on `fmt` every output shows: fp16 and bf16 from `dtype_verdicts` (older
+        reports: the check's), the other formats from the check; None where none was made."""
         found = [v for v in self.dtype_verdicts if v.format == fmt]
         found += [v for v in (self.quant.verdicts if self.quant else ()) if v.format == fmt]
         return found[0] if found else None
@@ -382,7 +383,7 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
         "max_activation_layer": peak.layer if peak and peak.layer is not None else -1,
         **({"max_abs_activation_interval": [_f(v) for v in report.peak_interval]} if report.peak_interval else {}),
         "fp16_safe": report.fp16_safe,
-        **({"fp16_verdict": report.dtype_verdict("fp16").verdict} if report.dtype_verdict("fp16") else {}),
+        **({"fp16_verdict": fp16.verdict} if (fp16 := report.verdict("fp16")) else {}),
         "site_kind_max": {k.kind: _f(k.absmax) for k in report.kinds},
         "corpus": {
             "name": report.corpus.name,

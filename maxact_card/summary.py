@@ -18,7 +18,7 @@ def fp16_answer(report: Report) -> tuple[str, str]:
     """(verdict, line): the fp16 answer every output gives, from the report's fp16 verdict, e.g.
     ("degraded", "fp16: degraded, 2.4x headroom (< 8x)")."""
     p = report.peak
-    v = report.dtype_verdict("fp16")
+    v = report.verdict("fp16")
     level = v.verdict if v is not None else ("ok" if report.fp16_safe else "unsafe")
     if p is None:
         return level, f"fp16: {level} (no activations were measured)"

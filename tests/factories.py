@@ -85,6 +85,12 @@ def make_sites(scale: float = 1.0) -> tuple[SiteStats, ...]:
     return tuple(sites)
 
 
+def site_error(site: str, fmt: str, sqnr_db: float, layer: int = 12) -> SiteQuantError:
+    """One site's error under one format, only its SQNR set (what the verdicts read)."""
+    return SiteQuantError(site=site, layer=layer, format=fmt, sqnr_db=sqnr_db, rel_rmse=0.0, rel_mae=0.0,
+                          clip_rate=0.0)
+
+
 def make_quant(sites: tuple[SiteStats, ...] = ()) -> QuantReport:
     """The check's report as production builds it: per-site errors of two production formats,
     their end-to-end losses, and the verdicts and recommendation production derives from them."""

@@ -587,3 +587,10 @@ def test_render_to_stdout_without_readme(good_audit):
     assert result.exit_code == 0, result.output
     assert result.stdout == render_readme(Report.load(report_path), None)
     assert result.stdout.startswith("---\nactivation_range:\n")
+
+
+def test_help_names_the_default_formats_as_production_has_them():
+    from maxact_card.quant import e2e_formats
+
+    out = "".join(invoke(["audit", "--help"]).output.split())  # help text is wrapped, even inside the list
+    assert f"[default:{','.join(e2e_formats())}]" in out

@@ -31,20 +31,8 @@ from maxact_card.quant import (
 )
 from maxact_card.quant import fake
 from maxact_card.quant.blocks import mx_scale
+from tensors import INF, NAN, same, t
 
-NAN = float("nan")
-INF = float("inf")
-
-
-def t(values, dtype=torch.float32):
-    return torch.tensor(values, dtype=dtype)
-
-
-def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Exact equality, NaN equal to NaN."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(
-        torch.nan_to_num(a), torch.nan_to_num(b)
-    )
 
 
 # -- registry ------------------------------------------------------------------------------------

@@ -37,20 +37,9 @@ from maxact_card.quant import (
 from maxact_card.quant import fake
 from maxact_card.quant.metrics import _elementwise_sums, _row_sums, mean_nll, nll_sums
 from maxact_card.report import EndToEnd, SiteQuantError, Verdict, _from_plain, _to_plain
+from factories import site_error
+from tensors import INF, NAN, same, t
 
-NAN = float("nan")
-INF = float("inf")
-
-
-def t(values, dtype=torch.float32):
-    return torch.tensor(values, dtype=dtype)
-
-
-def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Exact equality, NaN equal to NaN."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(
-        torch.nan_to_num(a), torch.nan_to_num(b)
-    )
 
 
 def errors(x, xq, mask=None, clip=None):
@@ -531,7 +520,7 @@ def test_dtype_verdict_boundaries():
 
 
 def _site(site, fmt, sq):
-    return SiteQuantError(site=site, layer=12, format=fmt, sqnr_db=sq, rel_rmse=0.0, rel_mae=0.0, clip_rate=0.0)
+    return site_error(site, fmt, sq)
 
 
 def test_build_verdicts_and_recommendation():

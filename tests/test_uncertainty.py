@@ -24,7 +24,8 @@ from maxact_card.quant.verdicts import (
     recommendation,
     verdict_for,
 )
-from maxact_card.report import EndToEnd, QuantReport, Report, SiteQuantError, Verdict, _from_plain, _to_plain
+from maxact_card.report import EndToEnd, QuantReport, Report, Verdict, _from_plain, _to_plain
+from factories import site_error
 
 NAN = float("nan")
 INF = float("inf")
@@ -252,7 +253,7 @@ def test_verdict_for_interval_argument_checks():
 
 
 def _site(site, fmt, sq):
-    return SiteQuantError(site=site, layer=1, format=fmt, sqnr_db=sq, rel_rmse=0.0, rel_mae=0.0, clip_rate=0.0)
+    return site_error(site, fmt, sq, layer=1)
 
 
 def test_build_verdicts_with_intervals_and_recommendation():
