@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -176,14 +175,6 @@ def test_delta_intervals_one_sample():
     base = rows([5.0], [2.0])
     fmt = rows([5.5], [2.0])
     assert delta_nll_intervals(base, fmt.unsqueeze(0)) == [(0.25, 0.25)]
-
-
-def test_delta_intervals_are_fast():
-    base, fmts = synthetic(n=512, n_formats=8)
-    delta_nll_intervals(base, fmts)
-    t0 = time.perf_counter()
-    delta_nll_intervals(base, fmts, resamples=1000)
-    assert time.perf_counter() - t0 < 1.0  # milliseconds in practice; generous for slow CI
 
 
 # -- verdicts ---------------------------------------------------------------------------------------
