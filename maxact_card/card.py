@@ -28,6 +28,7 @@ from .readme_merge import (  # noqa: F401  (re-exported: the card's public names
     merge_readme,
 )
 from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, Report, yaml_metadata
+from .comparison import change_lines
 from .summary import FP16_MAX, fp16_answer, nvfp4_line
 SECTION_TEMPLATE = "activation_range.md.j2"
 PR_TEMPLATE = "pr_description.md.j2"
@@ -184,6 +185,8 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "fp16": dict(zip(("verdict", "line"), fp16_answer(report))),
         "peak_interval": report.peak_interval,
         "nvfp4": nvfp4_line(report),
+        "baseline": report.baseline,
+        "baseline_lines": change_lines(report.baseline) if report.baseline is not None else [],
         "intervals": {v.format: v.interval for v in (quant.verdicts if quant else ()) if v.interval is not None},
         "fp16_max": FP16_MAX,
         "fp16_ratio": (m / FP16_MAX) if m is not None else None,

@@ -25,6 +25,8 @@ Examples:
   maxact-card audit ./my-checkpoint --samples 256 --write-card
   maxact-card audit ./SmolLM2-135M-Instruct.Q4_1.gguf --samples 32 --max-seq-len 128
   maxact-card audit google/gemma-3-27b-it --open-pr --dry-run
+  maxact-card audit my-org/my-model --baseline previous --fail-on-regression 1.2
+  maxact-card audit --models models.txt -o runs/
 """
 
 RENDER_EXAMPLES = """
@@ -122,6 +124,7 @@ def cli() -> None:
       maxact-card audit ./model.gguf --samples 64
       maxact-card audit google/gemma-3-27b-it --open-pr
       maxact-card render maxact_report.json --readme README.md -o README.md
+      maxact-card compare maxact-model-a maxact-model-b --plot compare.png
     """
 
 
@@ -151,7 +154,10 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
 
 
 @cli.command(epilog=AUDIT_EXAMPLES)
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--models", "models_file", type=click.Path(dir_okay=False),
+              help="Audit every model listed in this file (MODEL [REVISION] per line), each into its own folder under "
+              "--output-dir; resumes, keeps going past failures, ends with the compare table.")
 @click.option("--revision", help="Branch, tag or commit of a Hub repo (resolved to a commit sha).")
 @click.option("--token", help="Hugging Face token (default: HF_TOKEN, then the cached login). Never printed.")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto", show_default=True,
@@ -169,7 +175,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
 @click.option("--batch-size", default="auto", show_default=True,
               help="Samples per forward pass; auto estimates from memory and halves on out-of-memory.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), help="Where maxact_report.json goes "
-              "(default: ./maxact-<model name>).")
+              "(default: ./maxact-<model name>; with --models, the folder that holds one such folder per model).")
 @click.option("--quant-check/--no-quant-check", default=True, show_default=True, help="Run the INT8/FP8 check.")
 @click.option("--calib-samples", default="auto", show_default=True, callback=_calib_samples,
               help="Samples that calibrate static scales; the rest evaluate. auto = 128, or half of --samples "
@@ -179,6 +185,10 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
               "errors cover every format.")
 @click.option("--clip-percentiles", default="99.9,99.99", show_default=True, callback=_percentiles,
               help="Percentile clipping policies for static INT8 scales.")
+@click.option("--baseline", metavar="REF", help="Show what changed against REF: previous (the report on the "
+              "model's current card), base-model (on its base_model's card), a report file or folder, or a Hub repo.")
+@click.option("--fail-on-regression", type=float, metavar="RATIO", help="With --baseline: exit with code 3 when M "
+              "grew more than RATIO times (e.g. 1.2) or a verdict got worse.")
 @click.option("--fail-above", type=float, help="Exit with code 3 when M exceeds this value.")
 @click.option("--write-card", is_flag=True, help="Update README.md of the local checkpoint directory.")
 @click.option("--open-pr", is_flag=True, help="Open (or update) a pull request with the card on the Hub repo.")
@@ -187,22 +197,59 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
 @click.option("--template", type=click.Path(dir_okay=False, exists=True), help="Your own Jinja2 card-section template.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
 @handle_errors
-def audit(model: str, **kw: Any) -> None:
+def audit(model: Optional[str], models_file: Optional[str], **kw: Any) -> None:
     """Measure the activation range of MODEL: a Hub repo id, a local checkpoint directory or a .gguf file.
 
     Writes <output-dir>/maxact_report.json and prints a summary.
     """
-    from .pipeline import default_output_dir, run_audit
-    from .options import AuditOptions
-    from .summary import summary
-
-    fail_above: Optional[float] = kw.pop("fail_above")
-    write_card, open_pr, dry_run, force = (kw.pop(k) for k in ("write_card", "open_pr", "dry_run", "force"))
-    template = kw.pop("template")
+    if (model is None) == (models_file is None):
+        raise UsageError("give one MODEL to audit, or --models FILE with one model per line (not both)")
+    fail_above, ratio = kw["fail_above"], kw["fail_on_regression"]
     if fail_above is not None and fail_above != fail_above:
         raise UsageError("--fail-above must be a number, got nan; give the largest M you accept, e.g. 65504")
-    if (dry_run or force) and not open_pr:
+    if ratio is not None and not kw["baseline"]:
+        raise UsageError("--fail-on-regression compares with a baseline; add --baseline previous (or base-model, a "
+                         "report, a Hub repo)")
+    if ratio is not None and not 1.0 <= ratio < float("inf"):
+        raise UsageError(f"--fail-on-regression takes the largest growth of M you accept, new M / baseline M >= 1 "
+                         f"(e.g. 1.2 for 20%), got {ratio:g}")
+    if (kw["dry_run"] or kw["force"]) and not kw["open_pr"]:
         raise UsageError("--dry-run and --force apply to --open-pr; add --open-pr")
+    ctx = click.get_current_context()
+    if models_file is not None:
+        if kw["revision"]:
+            raise UsageError("--revision applies to one model; with --models write the revision after the model on "
+                             "its line")
+        from .batch import read_models, run_models
+
+        entries = read_models(Path(models_file))
+        run_models(entries, kw, lambda entry, out: _audit_one(ctx, entry.model, kw, out, revision=entry.revision),
+                   echo=click.echo, main=_rank() == 0)
+        return
+    out_dir = Path(kw["output_dir"] or _default_dir(model))
+    _audit_one(ctx, model, kw, out_dir)  # type: ignore[arg-type]
+
+
+def _default_dir(model: str) -> Path:
+    from .pipeline import default_output_dir
+
+    return default_output_dir(model)
+
+
+def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path, *, revision: Optional[str] = None):
+    """One audit as the command line asked: checks, measurement, report, card, pull request, then
+    the thresholds (ThresholdExceeded once everything is written). Returns the report."""
+    from .options import AuditOptions
+    from .pipeline import run_audit
+    from .summary import summary
+
+    kw = dict(kw)
+    fail_above, ratio = kw.pop("fail_above"), kw.pop("fail_on_regression")
+    write_card, open_pr, dry_run, force = (kw.pop(k) for k in ("write_card", "open_pr", "dry_run", "force"))
+    template = kw.pop("template")
+    kw.pop("output_dir")
+    if revision is not None:
+        kw["revision"] = revision
     if open_pr:
         from .loading import looks_local
 
@@ -211,9 +258,8 @@ def audit(model: str, **kw: Any) -> None:
                              "Hub repo id to open a pull request, or write the card locally with --write-card")
     if write_card and not Path(model).is_dir():
         raise UsageError("--write-card needs a local checkpoint directory; for a Hub repo use --open-pr")
-    out_dir = Path(kw.pop("output_dir") or default_output_dir(model))
     _check_writable(out_dir)
-    command = _reproduce_command(click.get_current_context(), model)
+    command = _reproduce_command(ctx, model, revision)
     options = AuditOptions(model=model, quant_check=kw.pop("quant_check"), command=command, **kw)
     main = _rank() == 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -229,9 +275,9 @@ def audit(model: str, **kw: Any) -> None:
         from .publish import check_cards
 
         check_cards(model, write_card=write_card, hub=hub, revision=options.revision)  # before hours of work
-    report = run_audit(options, echo=lambda s: click.echo(s, err=True))
+    report = run_audit(options, echo=lambda s: click.echo(s, err=True), strict_baseline=ratio is not None)
     if not main:
-        return  # process 0 writes the report, the card and the pull request
+        return report  # process 0 writes the report, the card and the pull request
     path = report.save(out_dir / "maxact_report.json")
     click.echo(summary(report))
     click.echo(f"report: {path}")
@@ -251,15 +297,28 @@ def audit(model: str, **kw: Any) -> None:
         p = report.peak
         what = f"M is not finite ({p.nonfinite} NaN/Inf activations, the first" if p.nonfinite else f"M = {p.abs:.6g}"
         raise ThresholdExceeded(f"{what} at {p.site}{')' if p.nonfinite else ''} exceeds --fail-above {fail_above:g}")
+    if ratio is not None and report.baseline is not None:
+        from .comparison import regressions
+
+        if report.baseline.differences:
+            raise UsageError(f"the baseline ({report.baseline.source}) was measured otherwise: "
+                             f"{'; '.join(report.baseline.differences)}; no regression check was made (the report is "
+                             "written): audit with the baseline's settings")
+        found = regressions(report.baseline, ratio)
+        if found:
+            raise ThresholdExceeded(f"regression against {report.baseline.source}: {'; '.join(found)}")
+    return report
 
 
 # Options that publish or authenticate: not part of how the measurement is reproduced.
-_NOT_IN_COMMAND = {"token", "open_pr", "write_card", "dry_run", "force", "progress", "output_dir", "fail_above"}
+_NOT_IN_COMMAND = {"token", "open_pr", "write_card", "dry_run", "force", "progress", "output_dir", "fail_above",
+                   "models_file", "baseline", "fail_on_regression"}
 
 
-def _reproduce_command(ctx: click.Context, model: str) -> str:
-    """`maxact-card audit MODEL` with the options given on the command line (never the token)."""
-    parts = ["maxact-card", "audit", model]
+def _reproduce_command(ctx: click.Context, model: str, revision: Optional[str] = None) -> str:
+    """`maxact-card audit MODEL` with the options given on the command line (never the token);
+    `revision`: the one a --models line gives."""
+    parts = ["maxact-card", "audit", model] + (["--revision", revision] if revision else [])
     for param in ctx.command.params:
         name = param.name
         if not isinstance(param, click.Option) or name in _NOT_IN_COMMAND:
@@ -280,13 +339,13 @@ def _reproduce_command(ctx: click.Context, model: str) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(out_dir: Path, option: str = "--output-dir") -> None:
     """Fail before the long work if the report cannot be written."""
     probe_dir = out_dir
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
-        raise UsageError(f"cannot write to {out_dir}: {probe_dir} is not a writable directory; pass another --output-dir")
+        raise UsageError(f"cannot write to {out_dir}: {probe_dir} is not a writable directory; pass another {option}")
 
 
 @cli.command(epilog=RENDER_EXAMPLES)
@@ -319,6 +378,71 @@ def render(report_path: str, readme: Optional[str], output: Optional[str], templ
         click.echo(f"card: {output}", err=True)
     else:
         click.echo(card, nl=False)
+
+
+COMPARE_EXAMPLES = """
+\b
+Examples:
+  maxact-card compare maxact-SmolLM2-135M-Instruct maxact-gemma-3-270m
+  maxact-card compare Qwen/Qwen3-0.6B Qwen/Qwen3-1.7B@v1.0 --format markdown -o table.md
+  maxact-card compare runs/*/maxact_report.json --format csv -o table.csv --plot compare.png
+"""
+
+
+@cli.command(epilog=COMPARE_EXAMPLES)
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv", "json"]), default="text",
+              show_default=True, help="Table format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the table to this file (default: stdout).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: M per model and the residual stream per "
+              "layer of every model.")
+@click.option("--token", help="Hugging Face token for private or gated repos (default: HF_TOKEN, then the cached login).")
+@handle_errors
+def compare(sources: tuple[str, ...], fmt: str, output: Optional[str], plot: Optional[str], token: Optional[str]) -> None:
+    """Compare saved reports side by side: M, where it is, fp16 headroom and verdicts per model.
+
+    SOURCE is a maxact_report.json, a folder holding one (an audit's output folder), or a Hub repo
+    (owner/name[@revision]) whose card carries a maxact-card report. The first SOURCE is the
+    reference: rows measured otherwise (corpus, samples, sequence length, seed, dtype, calibration)
+    are marked not comparable, naming the difference.
+    """
+    from .compare import note, render, rows
+    from .files import write_all
+    from .sources import load
+
+    for target, opt in ((output, "-o/--output"), (plot, "--plot")):
+        if target:
+            _check_writable(Path(target).parent if str(Path(target).parent) else Path("."), opt)
+    hub_obj = None
+
+    def hub():
+        nonlocal hub_obj
+        if hub_obj is None:
+            from .hub import Hub
+
+            hub_obj = Hub(token=token, progress=False)
+        return hub_obj
+
+    loaded = [load(spec, hub) for spec in sources]
+    table = rows([(item.report, item.label) for item in loaded])
+    text = render(table, fmt)
+    files: dict[Path, bytes] = {}
+    if output:
+        files[Path(output)] = text.encode("utf-8")
+    if plot:
+        from .plot import render_compare_png
+
+        labels = [f"{r.model}@{r.revision[:7]}" if r.revision != "-" else r.model for r in table]
+        files[Path(plot)] = render_compare_png([r.report for r in table], labels)
+    if files:  # the table and the figure together, or neither
+        write_all(files, lambda path, reason: f"cannot write {path} ({reason}); pass another -o/--output or --plot")
+    if not output:
+        click.echo(text, nl=False)
+    if note(table) and fmt in ("text", "markdown"):
+        click.echo(note(table), err=True)
+    for target, what in ((output, "table"), (plot, "figure")):
+        if target:
+            click.echo(f"{what}: {target}", err=True)
 
 
 @cli.command("install-hf-extension", epilog="""

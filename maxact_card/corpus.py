@@ -301,6 +301,7 @@ class TokenizedCorpus:
     bos_added: bool
     max_seq_len: int
     seed: int
+    documents: Optional[str] = None  # documents_fingerprint of the selection (None for a subset of it)
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.domains):
@@ -338,6 +339,7 @@ class TokenizedCorpus:
             max_seq_len=self.max_seq_len,
             seed=self.seed,
             domains=self.domain_counts(),
+            documents=self.documents,
         )
 
     def subset(self, indices: Sequence[int]) -> TokenizedCorpus:
@@ -371,6 +373,18 @@ class TokenizedCorpus:
         take = sorted(i for d, idx in by_domain.items() for i in idx[: quota[d]])
         taken = set(take)
         return take, [i for i in range(len(self.input_ids)) if i not in taken]
+
+
+def documents_fingerprint(documents: Sequence[Document]) -> str:
+    """``sha256:`` + hex digest of the documents in order (domain, then text or ids), before any
+    tokenizer: equal for two audits that fed two models the same selection of the same corpus."""
+    h = hashlib.sha256()
+    h.update(struct.pack("<I", len(documents)))
+    for doc in documents:
+        data = doc.text.encode("utf-8") if doc.text is not None else struct.pack(f"<{len(doc.input_ids)}i", *doc.input_ids)  # type: ignore[arg-type]
+        domain = doc.domain.encode("utf-8")
+        h.update(struct.pack("<BII", doc.text is not None, len(domain), len(data)) + domain + data)
+    return "sha256:" + h.hexdigest()
 
 
 def tokenize(documents: list[Document], tokenizer: Any, max_seq_len: int, *, name: str, seed: int) -> TokenizedCorpus:
@@ -420,6 +434,7 @@ def tokenize(documents: list[Document], tokenizer: Any, max_seq_len: int, *, nam
         bos_added=bool(bos_added),
         max_seq_len=max_seq_len,
         seed=seed,
+        documents=documents_fingerprint(documents),
     )
 
 

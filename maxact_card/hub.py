@@ -12,10 +12,7 @@ The endpoint is `endpoint=`, else HF_ENDPOINT (read by `huggingface_hub` when it
 from __future__ import annotations
 
 import glob
-import hashlib
 import importlib
-import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .weights import fingerprint, index_shards, pick_weights
 from .errors import (
     AuthError,
     CorpusError,
@@ -31,7 +29,6 @@ from .errors import (
     MaxActCardError,
     ModelNotFoundError,
     NetworkError,
-    NoWeightsError,
     UsageError,
 )
 
@@ -57,14 +54,6 @@ _SUPPORT_PATTERNS = (
     "chat_template*",
     "*.py",
 )
-
-# GGUF quantization tags from highest to lowest precision: with several .gguf files and no
-# choice made, the most precise one is the best stand-in for the original activations.
-_GGUF_PREFERENCE = (
-    "f32", "bf16", "f16", "q8_0", "q8_k", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0",
-    "q4_k_m", "q4_k_s", "q4_1", "q4_0", "iq4_xs", "iq4_nl", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
-)
-
 
 @dataclass(frozen=True)
 class ModelSnapshot:
@@ -109,26 +98,6 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def _weights_fingerprint(files: list[Any]) -> str | None:
-    """sha256 over (name, content id) of the weight files; None when a content id is missing."""
-    lines = []
-    for f in sorted(files, key=lambda f: f.rfilename):
-        oid = f.lfs.sha256 if f.lfs is not None else f.blob_id
-        if not oid:
-            return None
-        lines.append(f"{f.rfilename} {oid}\n")
-    return "sha256:" + hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
-
-
-def _gguf_rank(name: str) -> tuple[int, str]:
-    stem = Path(name).name.lower().removesuffix(".gguf")
-    tags = set(re.split(r"[-_.]", stem)) | {m for m in re.findall(r"(?:iq|q)\d_[a-z0-9]+(?:_[a-z])?", stem)}
-    for rank, tag in enumerate(_GGUF_PREFERENCE):
-        if tag in tags:
-            return rank, name
-    return len(_GGUF_PREFERENCE), name
-
-
 class Hub:
     """The Hub as maxact-card uses it.
 
@@ -170,12 +139,9 @@ class Hub:
         else the most precise by its quantization tag. Nothing else (README, images, original/
         checkpoints, other formats) is requested. Raises NoWeightsError when there are none.
         """
-        with self._errors(repo_id, revision=sha):
-            info = self._api.model_info(repo_id, revision=sha, timeout=_INFO_TIMEOUT, files_metadata=True)
+        info, fmt, weights, chosen_gguf, weights_id = self._weights_plan(repo_id, sha, gguf_file)
         commit = info.sha or sha
-        siblings = {s.rfilename: s for s in info.siblings or []}
-        names = sorted(siblings)
-        fmt, weights, chosen_gguf = self._pick_weights(repo_id, commit, names, gguf_file)
+        names = sorted(s.rfilename for s in info.siblings or [])
         support = [n for n in names if "/" not in n and _matches(n, _SUPPORT_PATTERNS)]
         wanted = sorted(set(support) | set(weights))
         with self._errors(repo_id, revision=commit):
@@ -190,8 +156,22 @@ class Hub:
                 library_name=_LIBRARY,
                 library_version=__version__,
             )
-        return ModelSnapshot(Path(local), commit, fmt, tuple(weights), chosen_gguf,
-                             _weights_fingerprint([siblings[n] for n in weights]))
+        return ModelSnapshot(Path(local), commit, fmt, tuple(weights), chosen_gguf, weights_id)
+
+    def weights_fingerprint(self, repo_id: str, sha: str, *, gguf_file: str | None = None) -> str | None:
+        """The fingerprint `download_model` would give the weights at `sha`, without downloading them."""
+        return self._weights_plan(repo_id, sha, gguf_file)[4]
+
+    def _weights_plan(self, repo_id: str, sha: str, gguf_file: str | None) -> tuple[Any, str, list[str], str | None, str | None]:
+        """(repo info, format, weight files, chosen gguf, fingerprint) at `sha`: file metadata only."""
+        with self._errors(repo_id, revision=sha):
+            info = self._api.model_info(repo_id, revision=sha, timeout=_INFO_TIMEOUT, files_metadata=True)
+        commit = info.sha or sha
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        fmt, weights, chosen = pick_weights(sorted(siblings), lambda name: self._index_shards(repo_id, commit, name),
+                                            gguf_file, f"repo '{repo_id}'@{commit[:12]}")
+        oids = ((n, siblings[n].lfs.sha256 if siblings[n].lfs is not None else siblings[n].blob_id) for n in weights)
+        return info, fmt, weights, chosen, fingerprint(oids)
 
     def download_dataset_file(self, repo_id: str, path_in_repo: str, revision: str | None = None) -> Path:
         """One file of a dataset repo, from the local cache when it is already there."""
@@ -302,51 +282,8 @@ class Hub:
         with self._errors(repo_id, revision=revision, repo_type=repo_type, path=path_in_repo):
             return Path(self._hf_hub_download(repo_id, path_in_repo, revision, repo_type))
 
-    def _pick_weights(
-        self, repo_id: str, sha: str, names: list[str], gguf_file: str | None
-    ) -> tuple[str, list[str], str | None]:
-        root = [n for n in names if "/" not in n]
-        for fmt, suffix, index_name, single in (
-            ("safetensors", ".safetensors", "model.safetensors.index.json", "model.safetensors"),
-            ("bin", ".bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
-        ):
-            if fmt == "safetensors":
-                candidates = [n for n in root if n.endswith(suffix)]
-            else:
-                candidates = [n for n in root if n.startswith("pytorch_model") and n.endswith(suffix)]
-            if not candidates:
-                continue
-            if index_name in root:
-                shards = self._index_shards(repo_id, sha, index_name)
-                if shards and shards <= set(candidates):
-                    return fmt, [index_name, *sorted(shards)], None
-            if single in root:
-                return fmt, [single], None
-            return fmt, candidates, None
-        ggufs = [n for n in names if n.endswith(".gguf")]
-        if gguf_file is not None:
-            if gguf_file not in ggufs:
-                listed = ", ".join(ggufs[:10]) or "none"
-                raise NoWeightsError(
-                    f"repo '{repo_id}'@{sha[:12]} has no file '{gguf_file}'; its .gguf files: {listed}"
-                )
-            return "gguf", [gguf_file], gguf_file
-        if ggufs:
-            chosen = min(ggufs, key=_gguf_rank)
-            return "gguf", [chosen], chosen
-        listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        raise NoWeightsError(
-            f"repo '{repo_id}'@{sha[:12]} has no weight files (*.safetensors, *.bin, *.gguf) in its root "
-            f"(it holds: {listed or 'nothing'}); pass a repo or --revision that has transformers weights"
-        )
-
     def _index_shards(self, repo_id: str, sha: str, index_name: str) -> set[str]:
-        local = self._download(repo_id, index_name, sha, "model")
-        try:
-            weight_map = json.loads(local.read_text(encoding="utf-8")).get("weight_map", {})
-        except (ValueError, AttributeError):
-            return set()
-        return {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
+        return index_shards(self._download(repo_id, index_name, sha, "model").read_text(encoding="utf-8"))
 
     def _effective_token(self) -> str | None:
         if self._token:

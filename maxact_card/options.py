@@ -8,9 +8,12 @@ directory defaults to one named after the model).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .report import AuditSettings
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 CALIB_SAMPLES = 128  # the most calibration samples taken by default
@@ -37,6 +40,7 @@ class AuditOptions:
     calib_samples: Optional[int] = None  # None (auto): half of `samples`, at most CALIB_SAMPLES
     clip_percentiles: tuple[float, ...] = (99.9, 99.99)
     formats: Optional[tuple[str, ...]] = None  # end-to-end formats; None: the default set
+    baseline: Optional[str] = None  # previous, base-model, a report file or folder, or a Hub repo
     progress: bool = True
     command: str = ""
 
@@ -89,6 +93,15 @@ class AuditOptions:
         if self.formats is None:
             return e2e_formats(self.clip_percentiles)
         return resolve_formats(self.formats, self.clip_percentiles)
+
+    def settings(self) -> "AuditSettings":
+        """The options that change a number, resolved as the audit uses them."""
+        from .report import AuditSettings
+
+        return AuditSettings(
+            samples=self.samples, max_seq_len=self.max_seq_len, seed=self.seed, dtype=self.dtype,
+            calib_samples=self.calib if self.quant_check else 0, clip_percentiles=tuple(self.clip_percentiles),
+            formats=self.e2e_formats if self.quant_check else ())
 
     @property
     def calib(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 import time
@@ -64,9 +65,13 @@ def _settings(o: AuditOptions) -> str:
     return repr({k: v for k, v in dataclasses.asdict(o).items() if k not in ("token", "progress", "command")})
 
 
-def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) -> Report:
+def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, strict_baseline: bool = False) -> Report:
     """The audit. Under torchrun or accelerate launch every process runs it on its share of the
-    batches and gets the merged report; only process 0 echoes and shows progress."""
+    batches and gets the merged report; only process 0 echoes and shows progress.
+
+    With `o.baseline` the baseline report is read before the model (a baseline that cannot be read
+    fails first); `strict_baseline` also refuses, before the model, options that differ from the
+    baseline's (a regression check needs the same measurement)."""
     from .corpus import check_count, check_vocabulary, load_documents, select, tokenize
     from .loading import load, text_config
     from .measure import distributed, kind_maxima, measure, peak_of, site_maxima
@@ -102,6 +107,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
     name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     if o.corpus != "builtin":
         check_count(docs, o.samples, name)
+    base = _read_baseline(o, hub_factory, strict_baseline) if o.baseline else None
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
     loaded = load(source, dtype=o.dtype, device=device or "auto", device_map=o.device_map,
@@ -109,6 +115,11 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
                   allow_missing_weights=o.allow_missing_weights)
     model, tok = loaded.model, loaded.tokenizer
     model_sites = find_sites(model)
+    weights = source.weights
+    if weights is None and source.kind != "hub" and group.main:
+        from .weights import local_fingerprint
+
+        weights = local_fingerprint(source.path, source.gguf_file)  # what the Hub will call these files
     t_load = time.perf_counter() - t0
 
     cfg = model.config
@@ -145,14 +156,14 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         dtype=loaded.dtype,
         device=loaded.device,
         gguf_file=source.gguf_file,
-        weights=source.weights,
+        weights=weights,
     )
     peak = peak_of(out.sites)
     from .quant import dtype_verdict, fp16_safe, headroom
 
     site_max = site_maxima(out.sites)
     total = time.perf_counter() - t0
-    return Report(
+    report = Report(
         schema_version=SCHEMA_VERSION,
         tool_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -171,7 +182,29 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None) 
         peak_interval=_peak_interval(out.sample_max, o.seed),
         dtype_verdicts=tuple(dtype_verdict(fmt, peak.abs if peak else 0.0, site_max,
                                            sum(s.nonfinite for s in out.sites)) for fmt in ("fp16", "bf16")),
+        settings=o.settings(),
     )
+    if base is None:
+        return report
+    from .comparison import baseline_change
+
+    return dataclasses.replace(report, baseline=baseline_change(report, base.report, base.label))
+
+
+def _read_baseline(o: AuditOptions, hub_factory: Callable[[], object], strict: bool):
+    """The --baseline report, read before the model; with `strict`, options that differ from its
+    are refused here, not after the audit."""
+    from .comparison import settings_differences
+    from .errors import UsageError
+    from .loading import looks_local
+    from .sources import baseline
+
+    found = baseline(o.baseline, o.model, o.revision, looks_local(o.model), hub_factory)  # type: ignore[arg-type]
+    differ = settings_differences(o.settings(), found.report) if strict else ()
+    if differ:
+        raise UsageError(f"--baseline {found.label} was measured otherwise: {'; '.join(differ)}; a regression "
+                         "check needs the same measurement: pass the baseline's values")
+    return found
 
 
 def _peak_interval(sample_max: Sequence[float], seed: int) -> Optional[tuple[float, float]]:

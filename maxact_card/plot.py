@@ -123,3 +123,69 @@ def render_png(report: Report) -> bytes:
 def _last_x(data: dict[str, list[tuple[int, float]]], report: Report) -> int:
     pts = data.get("final_norm")
     return pts[0][0] if pts else report.model.num_layers
+
+
+def residual_series(report: Report) -> list[tuple[int, float]]:
+    """(layer, max |a|) of the residual stream after each layer; non-positive or non-finite left out."""
+    return sorted((s.layer, float(s.absmax)) for s in report.sites
+                  if s.kind == "residual" and s.layer is not None and _positive(s.absmax))
+
+
+def render_compare_png(reports: list[Report], labels: list[str]) -> bytes:
+    """`maxact-card compare --plot`: M per model on a log axis with the fp16 and FP8 E4M3 limits
+    (left), and the per-layer residual maxima of every model overlaid (right). Same input, same bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.0, max(4.5, 0.25 * len(reports) + 3.5)), dpi=DPI)
+    FigureCanvasAgg(fig)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ms = [r.peak.abs if r.peak is not None else float("nan") for r in reports]
+    shown = [(i, m) for i, m in enumerate(ms) if _positive(m)]
+    if shown:
+        left.scatter([m for _, m in shown], [i for i, _ in shown], marker="o", s=40, color="#1f3b73", zorder=3)
+        for i, m in shown:
+            left.annotate(f"{m:,.0f}" if m >= 100 else f"{m:.3g}", xy=(m, i), xytext=(0, 7), textcoords="offset points",
+                          ha="center", fontsize=8)
+    for i, m in enumerate(ms):
+        if math.isinf(m):  # NaN/Inf activations: drawn at the right edge, labelled
+            left.annotate("not finite", xy=(1.0, i), xycoords=("axes fraction", "data"), ha="right", va="center",
+                          fontsize=8, color="#9b2226")
+    left.set_yticks(range(len(reports)))
+    left.set_yticklabels([label if len(label) <= 40 else label[:37] + "..." for label in labels], fontsize=8)
+    left.set_ylim(len(reports) - 0.5, -0.5)  # the first SOURCE on top
+    left.set_xscale("log")
+    values = [m for _, m in shown] + [FP8_E4M3_MAX, FP16_MAX]
+    left.set_xlim(min(values) / 3.0, max(values) * 4.0)
+    for limit, color, text in ((FP16_MAX, "#d62828", "fp16 max 65,504"), (FP8_E4M3_MAX, "#f77f00", "FP8 E4M3 max 448")):
+        left.axvline(limit, color=color, linewidth=1.0, linestyle="-.")
+        right.axhline(limit, color=color, linewidth=1.0, linestyle="-.")
+        left.text(limit, 1.0, text, transform=left.get_xaxis_transform(), rotation=90, ha="right", va="top",
+                  fontsize=8, color=color)
+    left.set_xlabel("M = max |activation|", fontsize=9)
+    left.grid(True, which="major", axis="x", alpha=0.3)
+    left.tick_params(labelsize=8)
+    left.set_title("M per model", fontsize=10)
+
+    curves = [(label, residual_series(r)) for r, label in zip(reports, labels)]
+    ys = [v for _, pts in curves for _, v in pts] + [FP8_E4M3_MAX, FP16_MAX]
+    for label, pts in curves:
+        if pts:
+            xs, vs = zip(*pts)
+            right.plot(xs, vs, marker=".", markersize=3, linewidth=1.2, label=label if len(label) <= 40 else label[:37] + "...")
+    right.set_yscale("log")
+    right.set_ylim(min(ys) / 3.0, max(ys) * 4.0)
+    right.set_xlabel("layer", fontsize=9)
+    right.set_ylabel("max |a| of the residual stream", fontsize=9)
+    right.set_title("Residual stream per layer", fontsize=10)
+    right.grid(True, which="major", axis="y", alpha=0.3)
+    right.tick_params(labelsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if any(pts for _, pts in curves):
+        right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()

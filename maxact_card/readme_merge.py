@@ -402,3 +402,18 @@ def extract_metadata(readme_text: Optional[str]) -> Optional[dict[str, Any]]:
         return None
     value = data.get(METADATA_KEY) if isinstance(data, dict) else None
     return value if isinstance(value, dict) else None
+
+
+def front_matter(readme_text: Optional[str]) -> dict[str, Any]:
+    """The whole front matter of a README as the Hub reads it; {} when there is none or it is not
+    a YAML mapping."""
+    if not readme_text:
+        return {}
+    doc = _split(readme_text)
+    if doc.yaml is None:
+        return {}
+    try:
+        data = yaml.safe_load(doc.yaml)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from .errors import ReportError
 from .files import write_atomic
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
@@ -146,6 +146,9 @@ class CorpusRecord:
     max_seq_len: int
     seed: int
     domains: dict[str, int]
+    # sha256 of the selected documents before tokenization (domain and text, or given ids): the same
+    # for every tokenizer, so audits of different models on one corpus compare. Schema 1.4.
+    documents: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,48 @@ class QuantReport:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The options of an audit that change a number, as it resolved them (schema 1.4): two reports
+    of the same weights with equal settings and corpus documents are the same measurement."""
+
+    samples: int
+    max_seq_len: int
+    seed: int
+    dtype: str  # as asked (auto: the checkpoint's; the dtype used is model.dtype)
+    calib_samples: int  # 0 without the quantization check
+    clip_percentiles: tuple[float, ...]
+    formats: tuple[str, ...]  # the end-to-end formats; () without the quantization check
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    format: str
+    before: str
+    after: str
+    worse: bool
+
+
+@dataclass(frozen=True)
+class BaselineChange:
+    """This audit against a baseline report (schema 1.4). `ratio` is M over the baseline's M;
+    `differences` names the settings in which the two differ (empty: comparable)."""
+
+    source: str  # what --baseline named: previous, base-model, a Hub repo, a report file's name
+    model: str
+    revision: Optional[str]
+    weights: Optional[str]
+    m: Optional[float]
+    ratio: Optional[float]
+    fp16_new_sites: tuple[str, ...]
+    verdicts: tuple[VerdictChange, ...]
+    differences: tuple[str, ...]
+
+    @property
+    def comparable(self) -> bool:
+        return not self.differences
+
+
+@dataclass(frozen=True)
 class Report:
     schema_version: str
     tool_version: str
@@ -244,6 +289,9 @@ class Report:
     peak_interval: Optional[tuple[float, float]] = None
     # Running the model unscaled in fp16 and bf16: ok, degraded or unsafe, whatever else ran. Schema 1.3.
     dtype_verdicts: tuple[Verdict, ...] = ()
+    # The options that change a number, and the change against --baseline. Schema 1.4.
+    settings: Optional[AuditSettings] = None
+    baseline: Optional[BaselineChange] = None
 
     def verdict(self, fmt: str) -> Optional[Verdict]:
         """The verdict on `fmt` every output shows: fp16 and bf16 from `dtype_verdicts` (older
@@ -392,6 +440,10 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
             "tokens": report.corpus.tokens,
         },
     }
+    if report.baseline is not None:
+        b = report.baseline
+        meta["baseline"] = {"model": b.model, "revision": b.revision or "", "max_abs_activation": _f(b.m) if b.m is not None else None,
+                            "m_ratio": _f(b.ratio) if b.ratio is not None else None, "comparable": b.comparable}
     if report.quant is not None:
         meta["verdicts"] = {v.format: v.verdict for v in report.quant.verdicts}
         intervals = {v.format: [_f(x) for x in v.interval] for v in report.quant.verdicts if v.interval}

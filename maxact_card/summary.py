@@ -79,6 +79,11 @@ def summary(report: Report) -> str:
         if report.peak_interval:
             lines.append(f"  {interval_text(*report.peak_interval)} over the samples (bootstrap)")
         lines.append(fp16_answer(report)[1])
+    if report.baseline is not None:
+        from .comparison import change_lines
+
+        first, *rest = change_lines(report.baseline)
+        lines += [f"baseline: {first}", *(f"  {line}" for line in rest)]
     lines.append("")
     lines.append(f"  {'site kind':<14}{'max|a|':>14}  where")
     for k in report.kinds:
