@@ -148,7 +148,9 @@ def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[En
     from .compare import note, render, rows
 
     root = Path(kw["output_dir"] or ".")
-    debug = os.environ.get("MAXACT_DEBUG") == "1"
+    # Under a launcher a failure may strike one process mid-measurement, leaving the others waiting
+    # in a collective: the run stops (the launcher ends every process) and the same command resumes.
+    stop = os.environ.get("MAXACT_DEBUG") == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
     hub_obj = None
 
     def hub() -> "Hub":
@@ -161,32 +163,10 @@ def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[En
 
     measured = {k: v for k, v in kw.items() if k in AuditOptions.__dataclass_fields__}
     outcomes: list[Outcome] = []
-    documents: Optional[str] = None
-    for i, entry in enumerate(entries, 1):
-        outcome = Outcome(entry)
-        outcomes.append(outcome)
-        echo(f"[{i}/{len(entries)}] {entry.name}", err=True)
-        try:
-            o = AuditOptions(**{**measured, "model": entry.model, "revision": entry.revision})
-            if documents is None:
-                documents = documents_fingerprint(o, hub)
-            kept = up_to_date(report_path(root, entry), o, documents, hub)
-            if kept is not None:
-                echo(f"  skipped: {output_dir(root, entry)} holds a report of the same weights and settings", err=True)
-                outcome.report, outcome.skipped = kept, True
-            else:
-                outcome.report = audit_one(entry, output_dir(root, entry))
-        except ThresholdExceeded as exc:
-            outcome.flagged = str(exc)
-            path = report_path(root, entry)
-            outcome.report = Report.load(path) if path.is_file() else None
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            if debug:
-                raise
-            outcome.error = str(exc) if isinstance(exc, MaxActCardError) else f"{type(exc).__name__}: {exc}"
-            echo(f"  failed: {outcome.error}", err=True)
+    from .measure import distributed
+
+    with distributed.held():
+        _each(entries, root, measured, audit_one, outcomes, hub, stop, echo if main else lambda *a, **k: None)
     if not main:
         return
     done = [o for o in outcomes if o.report is not None]
@@ -211,3 +191,33 @@ def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[En
     if flagged:
         raise ThresholdExceeded(f"{len(flagged)} of {len(entries)} models crossed --fail-above or --fail-on-regression "
                                 "(listed above)")
+
+
+def _each(entries: list[Entry], root: Path, measured: dict[str, Any], audit_one: Callable[[Entry, Path], Report],
+          outcomes: list[Outcome], hub: Callable[[], "Hub"], stop: bool, echo: Callable[..., None]) -> None:
+    documents: Optional[str] = None
+    for i, entry in enumerate(entries, 1):
+        outcome = Outcome(entry)
+        outcomes.append(outcome)
+        echo(f"[{i}/{len(entries)}] {entry.name}", err=True)
+        try:
+            o = AuditOptions(**{**measured, "model": entry.model, "revision": entry.revision})
+            if documents is None:
+                documents = documents_fingerprint(o, hub)
+            kept = up_to_date(report_path(root, entry), o, documents, hub)
+            if kept is not None:
+                echo(f"  skipped: {output_dir(root, entry)} holds a report of the same weights and settings", err=True)
+                outcome.report, outcome.skipped = kept, True
+            else:
+                outcome.report = audit_one(entry, output_dir(root, entry))
+        except ThresholdExceeded as exc:
+            outcome.flagged = str(exc)
+            path = report_path(root, entry)
+            outcome.report = Report.load(path) if path.is_file() else None
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if stop:
+                raise
+            outcome.error = str(exc) if isinstance(exc, MaxActCardError) else f"{type(exc).__name__}: {exc}"
+            echo(f"  failed: {outcome.error}", err=True)

@@ -70,7 +70,10 @@ def _m_cell(row: Row) -> str:
 
 
 def _fp16_cell(row: Row) -> str:
-    return f"{fmt_ratio(fp16_headroom(m_of(row.report)))} ({_verdict(row, 'fp16')})"
+    """65,504 / M as headroom ("2.39x"), or by how much M overflows fp16 ("over 10.9x")."""
+    room = fp16_headroom(m_of(row.report))
+    text = fmt_ratio(room) if room is None or room >= 1 else ("over inf" if room == 0 else f"over {fmt_ratio(1 / room)}")
+    return f"{text} ({_verdict(row, 'fp16')})"
 
 
 def _comparable_cell(row: Row) -> str:

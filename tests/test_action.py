@@ -19,8 +19,9 @@ ACTION_DIR = ROOT / "github_action"
 ACTION = yaml.safe_load((ACTION_DIR / "action.yml").read_text(encoding="utf-8"))
 STEPS = ACTION["runs"]["steps"]
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-INPUTS = {"model", "revision", "open-pr", "hf-token", "samples", "device", "fail-above", "extra-args"}
-OUTPUTS = {"max-activation", "fp16-safe", "report-path"}
+INPUTS = {"model", "revision", "open-pr", "hf-token", "samples", "device", "fail-above", "baseline", "fail-on-regression",
+          "extra-args"}
+OUTPUTS = {"max-activation", "fp16-safe", "report-path", "m-ratio"}
 TOKEN = "hf_secret_never_printed_123"
 
 
@@ -213,7 +214,8 @@ def fake_cli(tmp_path: Path) -> Path:
 def test_steps_pass_every_input_to_the_cli(fake_cli: Path):
     inputs = {
         "model": "acme/tiny-moe-4l", "revision": "v1.0", "open-pr": "true", "hf-token": TOKEN,
-        "samples": "8", "device": "cpu", "fail-above": "1e9", "extra-args": "--dtype float32  --max-seq-len 64",
+        "samples": "8", "device": "cpu", "fail-above": "1e9", "baseline": "previous", "fail-on-regression": "1.2",
+        "extra-args": "--dtype float32  --max-seq-len 64",
     }
     audit, out, outputs = run_action(inputs, fake_cli)
     assert audit.returncode == 0, audit.stderr
@@ -223,7 +225,8 @@ def test_steps_pass_every_input_to_the_cli(fake_cli: Path):
     assert args[:2] == ["audit", "acme/tiny-moe-4l"]
     assert args[2] == "--output-dir" and args[3].startswith(out_dir)
     assert args[4:] == ["--revision", "v1.0", "--open-pr", "--samples", "8", "--device", "cpu",
-                        "--fail-above", "1e9", "--dtype", "float32", "--max-seq-len", "64"]
+                        "--fail-above", "1e9", "--baseline", "previous", "--fail-on-regression", "1.2",
+                        "--dtype", "float32", "--max-seq-len", "64"]
     assert (fake_cli / "token.txt").read_text(encoding="utf-8") == TOKEN
     for proc in (audit, out):
         assert TOKEN not in proc.stdout + proc.stderr
@@ -264,6 +267,27 @@ def test_fail_above_sets_outputs_then_fails_with_code_3(fake_cli: Path):
     assert out.returncode == 3
     assert "fail-above" in out.stdout
     assert float(outputs["outputs"]["max-activation"]) == make_report().peak.abs
+
+
+def test_the_baseline_ratio_is_an_output_and_a_regression_fails_the_step(fake_cli: Path):
+    from maxact_card.comparison import baseline_change
+
+    report = make_report(scale=1.5)
+    change = baseline_change(report, make_report(), "previous")
+    import dataclasses
+
+    dataclasses.replace(report, baseline=change).save(fake_cli / "fixture_report.json")
+    audit, out, outputs = run_action({"model": "m", "baseline": "previous", "fail-on-regression": "1.2"}, fake_cli,
+                                     {"FAKE_RC": "3"})
+    assert audit.returncode == 0 and out.returncode == 3
+    assert float(outputs["outputs"]["m-ratio"]) == change.ratio == pytest.approx(1.5)
+    assert "regressed against the baseline (fail-on-regression 1.2)" in out.stdout
+    assert "1.5x the baseline's M (tiny-moe-4l)" in (fake_cli / "summary.md").read_text(encoding="utf-8") or \
+        "1.5x the baseline's M (acme/tiny-moe-4l)" in (fake_cli / "summary.md").read_text(encoding="utf-8")
+    # Without a baseline the output is empty.
+    make_report().save(fake_cli / "fixture_report.json")
+    _, _, outputs = run_action({"model": "m"}, fake_cli)
+    assert outputs["outputs"]["m-ratio"] == ""
 
 
 def test_other_cli_errors_fail_the_audit_step(fake_cli: Path):

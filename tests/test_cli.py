@@ -87,7 +87,7 @@ def _commands_and_options() -> tuple[list[str], list[str]]:
 def test_readme_documents_every_command_and_audit_option():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands, options = _commands_and_options()
-    assert commands == ["audit", "install-hf-extension", "render"]
+    assert commands == ["audit", "compare", "install-hf-extension", "render"]
     missing = [f"maxact-card {c}" for c in commands if f"maxact-card {c}" not in text]
     missing += [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", text)]
     assert not missing, f"README.md does not mention: {missing}"
@@ -105,7 +105,7 @@ def test_help_is_fast_and_imports_no_torch():
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from maxact_card.cli import cli\n"
-        "for args in (['--help'], ['audit', '--help'], ['render', '--help'], ['--version']):\n"
+        "for args in (['--help'], ['audit', '--help'], ['render', '--help'], ['compare', '--help'], ['--version']):\n"
         "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
         "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'gguf') if m in sys.modules))\n"
     )
@@ -565,7 +565,9 @@ def test_render_merges_into_readme_keeping_author_bytes_and_is_idempotent(good_a
     fm_end = AUTHOR_README.index("---\n", 4)
     assert text.startswith(AUTHOR_README[:fm_end] + "activation_range:\n")
     meta = extract_metadata(text)
-    assert meta is not None and meta["settings_key"].startswith("rev=local;")
+    # A local checkpoint is named by its weights' fingerprint, the one the Hub will give the same files.
+    assert report.model.weights.startswith("sha256:")
+    assert meta is not None and meta["settings_key"].startswith(f"weights={report.model.weights};")
     # The body is kept byte for byte, then one blank line and the section.
     body = AUTHOR_README[fm_end + 4:]
     assert body in text

@@ -131,3 +131,23 @@ def test_a_process_that_dies_ends_the_run_with_one_line_and_no_file(checkpoint, 
     assert "Traceback" not in log
     assert not (tmp_path / "out" / "maxact_report.json").exists()
     assert not list(tmp_path.glob("out/*.tmp")) and not list(tmp_path.glob("out/.*.tmp"))
+
+
+def test_a_model_list_runs_under_the_launcher_each_audit_on_both_processes(checkpoint, tmp_path):
+    """--models under torchrun: one process group per audit, each report merged from both processes;
+    a second run skips both models on every process."""
+    other = save_tiny(tmp_path / "other", "qwen3", seed=2)
+    models = tmp_path / "models.txt"
+    models.write_text(f"{checkpoint}\n{other}\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--log-dir", str(tmp_path / "logs"), "--redirects", "3", str(HERE / "dist_launch.py"), "audit",
+           "--models", str(models), *ARGS, "-o", str(tmp_path / "runs")]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr + rank_log(tmp_path / "logs", 0) + rank_log(tmp_path / "logs", 1)
+    for name in ("maxact-tiny", "maxact-other"):
+        assert Report.load(tmp_path / "runs" / name / "maxact_report.json").processes == 2
+    assert "2 models: 2 audited" in rank_log(tmp_path / "logs", 0)
+    cmd[cmd.index("--log-dir") + 1] = str(tmp_path / "logs2")
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "2 models: 0 audited, 2 skipped" in rank_log(tmp_path / "logs2", 0)

@@ -199,3 +199,45 @@ def test_sixteen_samples_work_with_default_options(smollm2_gguf: Path, tmp_path:
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (report.quant.calib_samples, report.quant.eval_samples) == (8, 8)
     assert [e.format for e in report.quant.end_to_end] == list(e2e_formats((99.9, 99.99)))
+
+
+def test_compare_smollm2_and_gemma3_reports(smollm2_audit, gemma3_audit, tmp_path: Path):
+    """The compare table of the two real models' reports, cell for cell; their corpora differ in
+    size and length (SMOLLM2_ARGS vs GEMMA3_ARGS), which the second row names."""
+    smol, gemma = smollm2_audit[1], gemma3_audit[1]
+    smol.save(tmp_path / "smol" / "maxact_report.json")
+    gemma.save(tmp_path / "gemma" / "maxact_report.json")
+
+    def three(x: float) -> str:
+        return f"{float(f'{x:.3g}'):g}"
+
+    def cells(r: Report, fp16: str, comparable: str) -> list[str]:
+        verdicts = [r.verdict(f).verdict for f in ALL_FORMATS]
+        return [f"`{r.model.name}`", "-", f"{r.peak.abs:,.0f}", r.peak.site, str(r.peak.layer), fp16, *verdicts,
+                f"{r.corpus.tokens:,}", f"builtin-v1 {r.corpus.documents[7:15]}", comparable]
+
+    assert smol.peak.abs < 65504 < gemma.peak.abs
+    expected = [
+        "| model | revision | M | site | layer | fp16 headroom | " + " | ".join(ALL_FORMATS) + " | tokens | corpus | comparable |",
+        "|---|---|---:|---|---:|---:|" + "---|" * len(ALL_FORMATS) + "---:|---|---|",
+        "| " + " | ".join(cells(smol, f"{three(65504 / smol.peak.abs)}x (degraded)", "reference")) + " |",
+        "| " + " | ".join(cells(gemma, f"over {three(gemma.peak.abs / 65504)}x (unsafe)",
+                                "no: samples 6 vs 12; max_seq_len 48 vs 64")) + " |",
+    ]
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "smol"), str(tmp_path / "gemma"), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == expected
+
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "smol"), str(tmp_path / "gemma"), "--format", "csv"])
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    header = rows[0]
+    assert header[:9] == ["model", "revision", "source", "m", "nonfinite", "site", "layer", "fp16_headroom", "fp16"]
+    for row, r in zip(rows[1:], (smol, gemma)):
+        got = dict(zip(header, row))
+        assert got["model"] == r.model.name and got["revision"] == ""
+        assert float(got["m"]) == r.peak.abs and got["site"] == r.peak.site and int(got["layer"]) == r.peak.layer
+        assert float(got["fp16_headroom"]) == 65504 / r.peak.abs and got["fp16"] == r.verdict("fp16").verdict
+        assert [got[f] for f in ALL_FORMATS] == [r.verdict(f).verdict for f in ALL_FORMATS]
+        assert int(got["tokens"]) == r.corpus.tokens and got["corpus_fingerprint"] == r.corpus.documents
+    assert rows[1][-3:] == ["true", "true", ""]
+    assert rows[2][-3:] == ["false", "false", "samples 6 vs 12; max_seq_len 48 vs 64"]

@@ -10,10 +10,11 @@ for bit, and sums equal it up to the order of float64 additions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import torch
 
@@ -107,6 +108,24 @@ def local_device() -> Optional[str]:
     return None
 
 
+_held = False
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """One process group for several audits (`audit --models`): `finish` leaves it up until the
+    last one is done. (Joining again after a destroy hangs on torchrun's store.)"""
+    global _held
+    _held = True
+    try:
+        yield
+    finally:
+        _held = False
+    # Not after a failure: that process exits at once (see cli._fail), its group as it is.
+    if launched() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def finish(group: Group) -> None:
-    if group.world > 1 and torch.distributed.is_initialized():
+    if group.world > 1 and torch.distributed.is_initialized() and not _held:
         torch.distributed.destroy_process_group()
