@@ -107,7 +107,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
     if o.corpus != "builtin":
         check_count(docs, o.samples, name)
-    base = _read_baseline(o, hub_factory, strict_baseline) if o.baseline else None
+    base = _read_baseline(o, hub_factory, strict_baseline, echo) if o.baseline else None
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
     loaded = load(source, dtype=o.dtype, device=device or "auto", device_map=o.device_map,
@@ -191,15 +191,19 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     return dataclasses.replace(report, baseline=baseline_change(report, base.report, base.label))
 
 
-def _read_baseline(o: AuditOptions, hub_factory: Callable[[], object], strict: bool):
+def _read_baseline(o: AuditOptions, hub_factory: Callable[[], object], strict: bool, echo: Callable[[str], None]):
     """The --baseline report, read before the model; with `strict`, options that differ from its
-    are refused here, not after the audit."""
+    are refused here, not after the audit. None for `previous` on a card without a report yet."""
     from .comparison import settings_differences
     from .errors import UsageError
     from .loading import looks_local
     from .sources import baseline
 
     found = baseline(o.baseline, o.model, o.revision, looks_local(o.model), hub_factory)  # type: ignore[arg-type]
+    if found is None:
+        echo("--baseline previous: the model's card carries no activation range yet, so there is nothing to compare "
+             "with (a first audit); the report will have no baseline")
+        return None
     differ = settings_differences(o.settings(), found.report) if strict else ()
     if differ:
         raise UsageError(f"--baseline {found.label} was measured otherwise: {'; '.join(differ)}; a regression "

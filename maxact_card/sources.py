@@ -81,11 +81,12 @@ def check_baseline_spec(spec: str, model: str, local: bool) -> None:
                          "report file or a Hub repo instead")
 
 
-def baseline(spec: str, model: str, revision: Optional[str], local: bool, hub: Callable[[], "Hub"]) -> Loaded:
+def baseline(spec: str, model: str, revision: Optional[str], local: bool, hub: Callable[[], "Hub"]) -> Optional[Loaded]:
     """The report --baseline names for an audit of `model`:
 
     * `previous`: the report the model's current card carries (a Hub repo's main branch, or the
-      README.md and maxact_report.json of a local checkpoint folder);
+      README.md and maxact_report.json of a local checkpoint folder); None when the card carries
+      no activation range yet (a first audit has nothing to compare with);
     * `base-model`: the report on the card of the model the card names as `base_model`;
     * anything else: a report file, a folder holding one, or a Hub repo (see `load`).
     """
@@ -98,7 +99,7 @@ def baseline(spec: str, model: str, revision: Optional[str], local: bool, hub: C
     return load(spec, hub)
 
 
-def _previous(model: str, local: bool, hub: Callable[[], "Hub"]) -> Loaded:
+def _previous(model: str, local: bool, hub: Callable[[], "Hub"]) -> Optional[Loaded]:
     if local:
         folder = Path(model).expanduser()
         readme, where = _read_local(folder / README), folder.name
@@ -112,8 +113,7 @@ def _previous(model: str, local: bool, hub: Callable[[], "Hub"]) -> Loaded:
             found = from_hub(h, model, sha)
     meta = extract_metadata(readme)
     if meta is None:
-        raise ReportError(f"--baseline previous: the card of {where} carries no activation range yet; audit without "
-                          "--baseline first, or pass a report file")
+        return None
     if found is None:
         raise ReportError(f"--baseline previous: the card of {where} has an activation range but no {REPORT_NAME} "
                           "beside it; pass a report file")

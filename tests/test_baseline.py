@@ -110,11 +110,11 @@ def test_bad_baseline_options_get_one_line(ckpts, tmp_path: Path, args, needles)
 def test_previous_reads_the_card_of_a_local_checkpoint(ckpts, tmp_path: Path):
     model = tmp_path / "m"
     shutil.copytree(ckpts["base"], model)
-    result, report = audit(model, tmp_path / "first", "--baseline", "previous")
-    assert_one_line_error(result, "--baseline previous", "carries no activation range yet")
-    assert report is None
-    result, first = audit(model, tmp_path / "first", "--write-card")
+    # A first audit: the card has no report yet; nothing to compare with, and no regression.
+    result, first = audit(model, tmp_path / "first", "--write-card", "--baseline", "previous",
+                          "--fail-on-regression", "1.0")
     assert result.exit_code == 0, result.output
+    assert first.baseline is None and "carries no activation range yet, so there is nothing to compare" in result.stderr
     result, second = audit(model, tmp_path / "second", "--baseline", "previous", "--fail-on-regression", "1.0")
     assert result.exit_code == 0, result.output
     assert second.baseline.source == "previous card, m" and second.baseline.ratio == 1.0
@@ -139,8 +139,6 @@ def test_previous_and_base_model_read_cards_on_the_hub(hub, ckpts, tmp_path: Pat
     assert report.baseline.model == "base" and report.baseline.ratio > 100
     assert report.baseline.source == f"acme/base@{hub.head('acme/base')[:12]}"
     # `previous` on the Hub: the card on main records the revision its report measured.
-    result, report = audit("acme/ft", tmp_path / "ft2", "--baseline", "previous")
-    assert_one_line_error(result, "acme/ft@", "carries no activation range yet")
     first = hub.head("acme/ft")
     _, measured = audit("acme/ft", tmp_path / "ft3")
     hub.add_commit("acme/ft", {"README.md": render_readme(measured, None).encode(),
@@ -149,6 +147,11 @@ def test_previous_and_base_model_read_cards_on_the_hub(hub, ckpts, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert report.baseline.revision == first and report.baseline.ratio == 1.0
     assert report.baseline.source == f"previous card, acme/ft@{hub.head('acme/ft')[:12]}"
+    # A card whose metadata records a report that is not beside it: one line, before the audit.
+    hub.add_commit("acme/ft", {"maxact_report.json": base_report.to_json().encode()}, message="wrong report")
+    result, _ = audit("acme/ft", tmp_path / "ft5", "--baseline", "previous")
+    assert_one_line_error(result, "records revision", "pass a report file")
+    assert "loading" not in result.stderr
     # A card that names no base model, or two: one line before the audit.
     hub.create_repo("acme/plain", {**read_dir(ckpts["base"]), "README.md": b"# plain\n"})
     assert_one_line_error(audit("acme/plain", tmp_path / "p", "--baseline", "base-model")[0], "names no base_model")

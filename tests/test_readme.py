@@ -74,3 +74,27 @@ def test_every_registered_format_is_in_the_formats_table():
         row = next((line for line in README.splitlines() if line.startswith(f"| `{f.name}` |")), None)
         assert row is not None, f.name
         assert f.spec.replace("|", "\\|") in row and f.deployed.replace("|", "\\|") in row, f.name
+
+
+def test_every_maxact_card_command_in_the_readmes_parses():
+    """Each `maxact-card ...` line of the READMEs' code blocks names a command and options that exist,
+    with values the options accept (parsed by the CLI itself, not run)."""
+    import shlex
+
+    from maxact_card.cli import cli
+
+    texts = [README, (ROOT / "github_action" / "README.md").read_text(encoding="utf-8")]
+    lines = [line.strip() for text in texts for _, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
+             for line in body.splitlines()]
+    commands = []
+    for line in lines:
+        for part in dict.fromkeys(line.split(" && ") + [line.split("--wrap ", 1)[-1].strip("'")]):
+            if part.lstrip().startswith("maxact-card ") and "<" not in part:
+                commands.append(shlex.split(part, comments=True)[1:])
+    assert len(commands) >= 15
+    for argv in commands:
+        if argv[0].startswith("-"):
+            continue  # `maxact-card --help` and friends
+        command = cli.commands[argv[0]]
+        with command.make_context(argv[0], [a for a in argv[1:] if a not in ("--help",)]) as ctx:
+            assert ctx.command is command, argv
