@@ -81,13 +81,10 @@ def output_dir(root: Path, entry: Entry) -> Path:
 
 def documents_fingerprint(o: AuditOptions, hub: Callable[[], "Hub"]) -> str:
     """The fingerprint of the corpus documents an audit with `o` reads (no model needed)."""
-    from .corpus import documents_fingerprint as fingerprint, load_documents, select
+    from .corpus import documents_fingerprint as fingerprint, select
+    from .pipeline import read_corpus
 
-    def fetch(repo: str, path: str, revision: Optional[str]) -> tuple[Path, str]:
-        sha = hub().resolve_revision(repo, revision, repo_type="dataset")
-        return hub().download_dataset_file(repo, path, sha), sha
-
-    _, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
+    _, docs = read_corpus(o, hub)
     return fingerprint(select(docs, o.samples, o.seed))
 
 
@@ -140,10 +137,11 @@ def report_path(root: Path, entry: Entry) -> Path:
     return output_dir(root, entry) / REPORT_NAME
 
 
-def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[Entry, Path], Report], *,
+def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[Entry, Path, Optional[Report]], Report], *,
                echo: Callable[..., None], main: bool = True) -> None:
     """Audit each entry in turn with the options `kw` (the audit command's); a failure is listed and
-    the next goes on; ends with the compare table. UsageError (exit 2) when a model failed,
+    the next goes on; ends with the compare table. `audit_one(entry, folder, kept)` audits, or with a
+    report kept from an earlier run, publishes and checks it without measuring. UsageError (exit 2) when a model failed,
     ThresholdExceeded (exit 3) when one crossed --fail-above or --fail-on-regression."""
     from .compare import note, render, rows
 
@@ -151,15 +149,9 @@ def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[En
     # Under a launcher a failure may strike one process mid-measurement, leaving the others waiting
     # in a collective: the run stops (the launcher ends every process) and the same command resumes.
     stop = os.environ.get("MAXACT_DEBUG") == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
-    hub_obj = None
+    from .hub import lazy_hub
 
-    def hub() -> "Hub":
-        nonlocal hub_obj
-        if hub_obj is None:
-            from .hub import Hub
-
-            hub_obj = Hub(token=kw["token"], progress=kw["progress"])
-        return hub_obj
+    hub = lazy_hub(kw["token"], progress=kw["progress"])
 
     measured = {k: v for k, v in kw.items() if k in AuditOptions.__dataclass_fields__}
     outcomes: list[Outcome] = []
@@ -193,7 +185,8 @@ def run_models(entries: list[Entry], kw: dict[str, Any], audit_one: Callable[[En
                                 "(listed above)")
 
 
-def _each(entries: list[Entry], root: Path, measured: dict[str, Any], audit_one: Callable[[Entry, Path], Report],
+def _each(entries: list[Entry], root: Path, measured: dict[str, Any],
+          audit_one: Callable[[Entry, Path, Optional[Report]], Report],
           outcomes: list[Outcome], hub: Callable[[], "Hub"], stop: bool, echo: Callable[..., None]) -> None:
     documents: Optional[str] = None
     for i, entry in enumerate(entries, 1):
@@ -207,9 +200,8 @@ def _each(entries: list[Entry], root: Path, measured: dict[str, Any], audit_one:
             kept = up_to_date(report_path(root, entry), o, documents, hub)
             if kept is not None:
                 echo(f"  skipped: {output_dir(root, entry)} holds a report of the same weights and settings", err=True)
-                outcome.report, outcome.skipped = kept, True
-            else:
-                outcome.report = audit_one(entry, output_dir(root, entry))
+                outcome.skipped = True
+            outcome.report = audit_one(entry, output_dir(root, entry), kept)
         except ThresholdExceeded as exc:
             outcome.flagged = str(exc)
             path = report_path(root, entry)

@@ -223,7 +223,8 @@ def audit(model: Optional[str], models_file: Optional[str], **kw: Any) -> None:
         from .batch import read_models, run_models
 
         entries = read_models(Path(models_file))
-        run_models(entries, kw, lambda entry, out: _audit_one(ctx, entry.model, kw, out, revision=entry.revision),
+        run_models(entries, kw, lambda entry, out, kept: _audit_one(ctx, entry.model, kw, out, revision=entry.revision,
+                                                                    kept=kept),
                    echo=click.echo, main=_rank() == 0)
         return
     out_dir = Path(kw["output_dir"] or _default_dir(model))
@@ -236,9 +237,14 @@ def _default_dir(model: str) -> Path:
     return default_output_dir(model)
 
 
-def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path, *, revision: Optional[str] = None):
+def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path, *, revision: Optional[str] = None,
+               kept: Any = None):
     """One audit as the command line asked: checks, measurement, report, card, pull request, then
-    the thresholds (ThresholdExceeded once everything is written). Returns the report."""
+    the thresholds (ThresholdExceeded once everything is written). Returns the report.
+
+    `kept`: a report of the same weights and settings already in `out_dir` (--models resuming): it
+    stands for the measurement; its baseline is compared afresh, the card and the pull request are
+    published (a no-op when they already are) and the thresholds apply to it."""
     from .options import AuditOptions
     from .pipeline import run_audit
     from .summary import summary
@@ -275,12 +281,20 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
         from .publish import check_cards
 
         check_cards(model, write_card=write_card, hub=hub, revision=options.revision)  # before hours of work
-    report = run_audit(options, echo=lambda s: click.echo(s, err=True), strict_baseline=ratio is not None)
+    echo = lambda s: click.echo(s, err=True)  # noqa: E731
+    if kept is None:
+        report = run_audit(options, echo=echo, strict_baseline=ratio is not None)
+    else:
+        from .pipeline import rebase
+
+        report = rebase(kept, options, echo=echo, strict_baseline=ratio is not None)
     if not main:
         return report  # process 0 writes the report, the card and the pull request
-    path = report.save(out_dir / "maxact_report.json")
-    click.echo(summary(report))
-    click.echo(f"report: {path}")
+    if kept is None or report != kept:
+        path = report.save(out_dir / "maxact_report.json")
+    if kept is None:
+        click.echo(summary(report))
+        click.echo(f"report: {path}")
     if write_card:
         from .publish import write_card as _write_card
 
@@ -413,16 +427,9 @@ def compare(sources: tuple[str, ...], fmt: str, output: Optional[str], plot: Opt
     for target, opt in ((output, "-o/--output"), (plot, "--plot")):
         if target:
             _check_writable(Path(target).parent if str(Path(target).parent) else Path("."), opt)
-    hub_obj = None
+    from .hub import lazy_hub
 
-    def hub():
-        nonlocal hub_obj
-        if hub_obj is None:
-            from .hub import Hub
-
-            hub_obj = Hub(token=token, progress=False)
-        return hub_obj
-
+    hub = lazy_hub(token, progress=False)
     loaded = [load(spec, hub) for spec in sources]
     table = rows([(item.report, item.label) for item in loaded])
     text = render(table, fmt)

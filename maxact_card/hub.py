@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from .weights import fingerprint, index_shards, pick_weights
@@ -32,7 +32,7 @@ from .errors import (
     UsageError,
 )
 
-__all__ = ["Hub", "ModelSnapshot"]
+__all__ = ["Hub", "ModelSnapshot", "lazy_hub"]
 
 _LIBRARY = "maxact-card"
 _INFO_TIMEOUT = 60.0  # seconds for one repo-info request (the client's default is to wait forever)
@@ -422,3 +422,16 @@ class Hub:
             text = str(cause).strip().splitlines()
             reason = type(cause).__name__ + (f": {text[0]}" if text else "")
         return f"cannot reach the Hub at {self.endpoint} ({reason}); check your connection or HF_ENDPOINT"
+
+
+def lazy_hub(token: str | None, *, progress: bool = True) -> Callable[[], Hub]:
+    """A factory of one `Hub`, made at its first call: work that never reaches the Hub never
+    imports huggingface_hub."""
+    made: list[Hub] = []
+
+    def get() -> Hub:
+        if not made:
+            made.append(Hub(token=token, progress=progress))
+        return made[0]
+
+    return get

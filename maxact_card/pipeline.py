@@ -7,7 +7,7 @@ import datetime as _dt
 import re
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import __version__
 from .options import AuditOptions
@@ -58,6 +58,20 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
     return dir_source(o.model, snap.path, sha, snap.gguf_file, snap.weights)
 
 
+def read_corpus(o: AuditOptions, hub_factory: Callable[[], Any]) -> tuple[str, list]:
+    """(corpus name, documents) of `o.corpus`; a Hub dataset file is pinned to its commit."""
+    from .corpus import check_count, load_documents
+
+    def fetch(repo: str, path: str, revision: Optional[str]) -> tuple[Path, str]:
+        sha = hub_factory().resolve_revision(repo, revision, repo_type="dataset")
+        return hub_factory().download_dataset_file(repo, path, sha), sha
+
+    name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
+    if o.corpus != "builtin":
+        check_count(docs, o.samples, name)
+    return name, docs
+
+
 def _settings(o: AuditOptions) -> str:
     """What every process of a data-parallel run must share: the options, the token left out."""
     import dataclasses
@@ -72,7 +86,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     With `o.baseline` the baseline report is read before the model (a baseline that cannot be read
     fails first); `strict_baseline` also refuses, before the model, options that differ from the
     baseline's (a regression check needs the same measurement)."""
-    from .corpus import check_count, check_vocabulary, load_documents, select, tokenize
+    from .corpus import check_vocabulary, select, tokenize
     from .loading import load, text_config
     from .measure import distributed, kind_maxima, measure, peak_of, site_maxima
     from .progress import progress_bar
@@ -89,24 +103,12 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
 
         raise UsageError("--device-map shards one model over the devices of one process; drop it, or run a "
                          "single process (without torchrun) for a model that does not fit one GPU")
-    hub_obj = None
+    from .hub import lazy_hub
 
-    def hub_factory():
-        nonlocal hub_obj
-        if hub_obj is None:
-            from .hub import Hub
-
-            hub_obj = Hub(token=o.token, progress=o.progress)
-        return hub_obj
+    hub_factory = lazy_hub(o.token, progress=o.progress)
 
     # The corpus is read first: a bad corpus file fails before any model is downloaded or loaded.
-    def fetch(repo: str, path: str, revision: Optional[str]) -> tuple[Path, str]:
-        sha = hub_factory().resolve_revision(repo, revision, repo_type="dataset")
-        return hub_factory().download_dataset_file(repo, path, sha), sha
-
-    name, docs = load_documents(o.corpus, fetch_dataset_file=fetch)
-    if o.corpus != "builtin":
-        check_count(docs, o.samples, name)
+    name, docs = read_corpus(o, hub_factory)
     base = _read_baseline(o, hub_factory, strict_baseline, echo) if o.baseline else None
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
@@ -186,6 +188,20 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     )
     if base is None:
         return report
+    from .comparison import baseline_change
+
+    return dataclasses.replace(report, baseline=baseline_change(report, base.report, base.label))
+
+
+def rebase(report: Report, o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None,
+           strict_baseline: bool = False) -> Report:
+    """A saved report compared with `o.baseline` afresh (the baseline's card may have changed since),
+    or without one when `o.baseline` is unset. No measurement."""
+    from .hub import lazy_hub
+
+    base = _read_baseline(o, lazy_hub(o.token, progress=o.progress), strict_baseline, echo) if o.baseline else None
+    if base is None:
+        return dataclasses.replace(report, baseline=None)
     from .comparison import baseline_change
 
     return dataclasses.replace(report, baseline=baseline_change(report, base.report, base.label))

@@ -107,9 +107,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def local_fingerprint(folder: Path, gguf_file: Optional[str] = None) -> str:
+def local_fingerprint(folder: Path, gguf_file: Optional[str] = None) -> Optional[str]:
     """The weights fingerprint of a local checkpoint folder (or of one .gguf file in it), equal to
-    the one the Hub gives the same files uploaded at the folder's root. Reads every weight file."""
+    the one the Hub gives the same files uploaded at the folder's root. Reads every weight file;
+    None when the folder holds none of the kinds the Hub rule picks."""
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
 
     def read_index(name: str) -> set[str]:
@@ -121,5 +122,8 @@ def local_fingerprint(folder: Path, gguf_file: Optional[str] = None) -> str:
     if gguf_file is not None:
         files = [gguf_file]
     else:
-        _, files, _ = pick_weights(names, read_index, None, str(folder.name))
-    return fingerprint((n, file_sha256(folder / n)) for n in files)  # type: ignore[return-value]
+        try:
+            _, files, _ = pick_weights(names, read_index, None, str(folder.name))
+        except NoWeightsError:
+            return None
+    return fingerprint((n, file_sha256(folder / n)) for n in files)

@@ -113,3 +113,44 @@ def test_model_and_models_options(tmp_path: Path, monkeypatch, args, needles):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.txt").write_text("a/b\n", encoding="utf-8")
     assert_one_line_error(invoke(["audit", *args]), *needles)
+
+
+def test_a_local_checkpoint_gets_the_weights_fingerprint_the_hub_gives_its_upload(hub, tiny, tmp_path: Path):
+    """What lets a local report and the uploaded copy's be recognised as the same weights."""
+    from hubserver import read_dir
+    from maxact_card.hub import Hub
+    from maxact_card.weights import local_fingerprint
+
+    sha = hub.create_repo("acme/llama", read_dir(tiny["llama"]))
+    local = local_fingerprint(tiny["llama"])
+    assert local is not None and local == Hub(endpoint=hub.url).weights_fingerprint("acme/llama", sha)
+    assert local != local_fingerprint(tiny["qwen3"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert local_fingerprint(empty) is None
+
+
+def test_a_kept_report_is_still_published_and_checked(tiny, tmp_path: Path):
+    """Resuming never skips what the first run may not have finished: the card is written (again,
+    identically) and the thresholds apply to the kept report."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny["llama"], model)
+    models = tmp_path / "models.txt"
+    models.write_text(f"{model}\n", encoding="utf-8")
+    out = tmp_path / "o"
+    assert run(models, out, "--write-card").exit_code == 0
+    card = (model / "README.md").read_bytes()
+    (model / "README.md").unlink()
+    result = run(models, out, "--write-card")
+    assert result.exit_code == 0 and "1 skipped" in result.stderr, result.output
+    assert (model / "README.md").read_bytes() == card
+    result = run(models, out, "--fail-above", "0.5")
+    assert "1 skipped" in result.stderr and result.exit_code == 3
+    assert_one_line_error(result, "1 of 1 models crossed --fail-above")
+    assert f"over a threshold: {model} (line 1): M = " in result.stderr
+    # A baseline asked for on a rerun is compared with the kept report, without measuring again.
+    result = run(models, out, "--baseline", str(out / "maxact-m"))
+    assert result.exit_code == 0 and "1 skipped" in result.stderr and "loading" not in result.stderr
+    assert Report.load(out / "maxact-m" / "maxact_report.json").baseline.ratio == 1.0
