@@ -208,3 +208,16 @@ def test_plot_is_written_with_the_table_and_is_deterministic(two_reports, tmp_pa
     result = invoke(["compare", *map(str, two_reports), "-o", str(out), "--plot", str(blocked / "c.png")])
     assert_one_line_error(result, "--plot")
     assert not out.exists()
+
+
+def test_compare_imports_neither_torch_nor_transformers(two_reports):
+    """A table of saved reports is instant: nothing of the measurement is imported."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom maxact_card.cli import cli\n"
+             f"assert CliRunner().invoke(cli, ['compare', {str(two_reports[0])!r}, {str(two_reports[1])!r}]).exit_code == 0\n"
+             "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -203,7 +203,7 @@ def test_sixteen_samples_work_with_default_options(smollm2_gguf: Path, tmp_path:
 
 def test_compare_smollm2_and_gemma3_reports(smollm2_audit, gemma3_audit, tmp_path: Path):
     """The compare table of the two real models' reports, cell for cell; their corpora differ in
-    size and length (SMOLLM2_ARGS vs GEMMA3_ARGS), which the second row names."""
+    size and length and calibration (SMOLLM2_ARGS vs GEMMA3_ARGS), which the second row names."""
     smol, gemma = smollm2_audit[1], gemma3_audit[1]
     smol.save(tmp_path / "smol" / "maxact_report.json")
     gemma.save(tmp_path / "gemma" / "maxact_report.json")
@@ -222,7 +222,7 @@ def test_compare_smollm2_and_gemma3_reports(smollm2_audit, gemma3_audit, tmp_pat
         "|---|---|---:|---|---:|---:|" + "---|" * len(ALL_FORMATS) + "---:|---|---|",
         "| " + " | ".join(cells(smol, f"{three(65504 / smol.peak.abs)}x (degraded)", "reference")) + " |",
         "| " + " | ".join(cells(gemma, f"over {three(gemma.peak.abs / 65504)}x (unsafe)",
-                                "no: samples 6 vs 12; max_seq_len 48 vs 64")) + " |",
+                                "no: samples 6 vs 12; max_seq_len 48 vs 64; calib_samples 3 vs 6")) + " |",
     ]
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "smol"), str(tmp_path / "gemma"), "--format", "markdown"])
     assert result.exit_code == 0, result.output
@@ -240,4 +240,4 @@ def test_compare_smollm2_and_gemma3_reports(smollm2_audit, gemma3_audit, tmp_pat
         assert [got[f] for f in ALL_FORMATS] == [r.verdict(f).verdict for f in ALL_FORMATS]
         assert int(got["tokens"]) == r.corpus.tokens and got["corpus_fingerprint"] == r.corpus.documents
     assert rows[1][-3:] == ["true", "true", ""]
-    assert rows[2][-3:] == ["false", "false", "samples 6 vs 12; max_seq_len 48 vs 64"]
+    assert rows[2][-3:] == ["false", "false", "samples 6 vs 12; max_seq_len 48 vs 64; calib_samples 3 vs 6"]
