@@ -161,9 +161,10 @@ def fmt_ratio(r: Optional[float]) -> str:
 
 def change_lines(change: BaselineChange) -> list[str]:
     """The change in a few lines: terminal summary and card."""
-    rev = f"@{change.revision[:12]}" if change.revision else ""
+    what = change.model + (f"@{change.revision[:12]}" if change.revision else "")
+    where = change.source if change.source.endswith(what) else f"{what} ({change.source})"
     base_m = "n/a" if change.m is None else fmt_m(change.m)
-    lines = [f"against {change.model}{rev} ({change.source}): M {fmt_ratio(change.ratio)} the baseline's {base_m}"]
+    lines = [f"against {where}: M {fmt_ratio(change.ratio)} the baseline's {base_m}"]
     if change.fp16_new_sites:
         names = ", ".join(change.fp16_new_sites[:4]) + (", ..." if len(change.fp16_new_sites) > 4 else "")
         lines.append(f"newly over fp16's 65,504: {len(change.fp16_new_sites)} sites ({names})")

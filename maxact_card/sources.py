@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .card import REPORT_NAME
-from .errors import ReportError, UsageError
+from .errors import ModelNotFoundError, ReportError, UsageError
 from .readme_merge import extract_metadata, front_matter
 from .report import Report
 
@@ -42,7 +42,10 @@ def load(spec: str, hub: Callable[[], "Hub"]) -> Loaded:
         return _from_file(path, spec)
     if _REPO.match(spec) and not spec.endswith(".json"):
         repo, _, revision = spec.partition("@")
-        return from_hub(hub(), repo, revision or None)
+        try:
+            return from_hub(hub(), repo, revision or None)
+        except ModelNotFoundError as exc:  # a mistyped local folder reads like a repo id too
+            raise ReportError(f"no report at {spec}: no such file or folder here, and {exc}") from None
     raise ReportError(f"no report at {spec}: pass a {REPORT_NAME}, a folder holding one, or a Hub repo id "
                       "(owner/name[@revision]) whose card carries one")
 

@@ -221,3 +221,10 @@ def test_compare_imports_neither_torch_nor_transformers(two_reports):
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_missing_folder_that_reads_like_a_repo_id_says_both(hub, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["compare", "runs/model-a"])
+    assert_one_line_error(result, "no report at runs/model-a: no such file or folder here, and no model repo "
+                                  "'runs/model-a'")
