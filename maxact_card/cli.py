@@ -164,6 +164,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: Optional[str]) -
               help="Compute dtype; auto = the checkpoint's (float32 for GGUF).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--device-map", type=click.Choice(["auto"]), help="Shard the model across devices with accelerate.")
+@click.option("--model-name", help="The name of a local checkpoint in the report, the card and the command, e.g. "
+              "my-org/my-model (default: config.json's _name_or_path, else the folder or file name; never its path).")
 @click.option("--trust-remote-code", is_flag=True, help="Run the repo's own modelling code (off by default).")
 @click.option("--allow-missing-weights", is_flag=True,
               help="Audit a checkpoint that lacks tensors the model needs (they are random) or holds others.")
@@ -326,12 +328,18 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
 
 # Options that publish or authenticate: not part of how the measurement is reproduced.
 _NOT_IN_COMMAND = {"token", "open_pr", "write_card", "dry_run", "force", "progress", "output_dir", "fail_above",
-                   "models_file", "baseline", "fail_on_regression"}
+                   "models_file", "baseline", "fail_on_regression", "template", "model_name"}
 
 
 def _reproduce_command(ctx: click.Context, model: str, revision: Optional[str] = None) -> str:
-    """`maxact-card audit MODEL` with the options given on the command line (never the token);
+    """`maxact-card audit MODEL` with the options given on the command line (never the token, never a
+    path of this machine: a local checkpoint by its name, a corpus file by its file name);
     `revision`: the one a --models line gives."""
+    from .loading import local_name, looks_local
+    from .pipeline import corpus_arg
+
+    if looks_local(model):
+        model = local_name(model, ctx.params.get("model_name"))[0]
     parts = ["maxact-card", "audit", model] + (["--revision", revision] if revision else [])
     for param in ctx.command.params:
         name = param.name
@@ -340,6 +348,8 @@ def _reproduce_command(ctx: click.Context, model: str, revision: Optional[str] =
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
             continue
         value = ctx.params[name]
+        if name == "corpus":
+            value = corpus_arg(value)
         if value is None and not param.is_flag:  # an explicit `auto` (--calib-samples auto)
             parts += [param.opts[-1], "auto"]
             continue

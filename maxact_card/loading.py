@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -44,6 +45,33 @@ class Loaded:
 
 def looks_local(spec: str) -> bool:
     return spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or Path(spec).exists()
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # a Hub id: name or owner/name
+
+
+def looks_like_path(name: str) -> bool:
+    """A local path (absolute, relative, home, Windows drive), not a model name such as org/model."""
+    return name.startswith(("/", ".", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", name)) or "\\" in name
+
+
+def local_name(spec: str, model_name: Optional[str]) -> tuple[str, str]:
+    """(name, where it came from) of a local checkpoint, as the report, the card and the command name
+    it: `--model-name`, else its config.json's `_name_or_path` when that is a name (transformers 4
+    wrote it; often the id the weights were loaded from), else the folder's or the file's name.
+    Never the path: a card must not publish the machine's folders."""
+    if model_name:
+        return model_name, "--model-name"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        try:
+            recorded = json.loads((path / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str) and _NAME.match(recorded) and not looks_like_path(recorded):
+            return recorded, "config.json _name_or_path"
+        return path.resolve().name, "folder name"
+    return path.name, "file name"
 
 
 def local_source(spec: str) -> Source:

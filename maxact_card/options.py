@@ -41,6 +41,7 @@ class AuditOptions:
     clip_percentiles: tuple[float, ...] = (99.9, 99.99)
     formats: Optional[tuple[str, ...]] = None  # end-to-end formats; None: the default set
     baseline: Optional[str] = None  # previous, base-model, a report file or folder, or a Hub repo
+    model_name: Optional[str] = None  # the name of a local checkpoint in the report and the card
     progress: bool = True
     command: str = ""
 
@@ -75,6 +76,14 @@ class AuditOptions:
         for p in self.clip_percentiles:
             if not 50.0 < p < 100.0:  # NaN fails too
                 raise UsageError(f"--clip-percentiles must lie between 50 and 100, got {p}")
+        if self.model_name is not None:
+            from .loading import looks_like_path, looks_local
+
+            if not looks_local(self.model):
+                raise UsageError(f"--model-name names a local checkpoint; {self.model} is a Hub repo, named by its "
+                                 "id: drop --model-name")
+            if not self.model_name.strip() or looks_like_path(self.model_name) or any(c.isspace() for c in self.model_name):
+                raise UsageError(f"--model-name must be a name such as my-org/my-model, not {self.model_name!r}")
         if self.formats is not None:
             from .quant.formats import resolve_formats
 

@@ -20,11 +20,13 @@ def default_output_dir(model: str) -> Path:
     return Path("maxact-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name))
 
 
-def reproduce_command(o: AuditOptions, revision: Optional[str]) -> str:
-    parts = ["maxact-card", "audit", o.model]
+def reproduce_command(o: AuditOptions, revision: Optional[str], name: str) -> str:
+    """The command that measures the same again, with the model by its `name` and the corpus by its file
+    name (no path of this machine)."""
+    parts = ["maxact-card", "audit", name]
     if revision:
         parts += ["--revision", revision]
-    parts += ["--corpus", o.corpus, "--samples", str(o.samples), "--max-seq-len", str(o.max_seq_len)]
+    parts += ["--corpus", corpus_arg(o.corpus), "--samples", str(o.samples), "--max-seq-len", str(o.max_seq_len)]
     parts += ["--seed", str(o.seed), "--dtype", o.dtype]
     if not o.quant_check:
         parts.append("--no-quant-check")
@@ -35,20 +37,26 @@ def reproduce_command(o: AuditOptions, revision: Optional[str]) -> str:
     return " ".join(parts)
 
 
+def corpus_arg(spec: str) -> str:
+    """--corpus as a published command gives it: builtin and hf:// as they are, a local file by its name."""
+    return spec if spec in ("builtin", "builtin-v1") or spec.startswith("hf://") else Path(spec).name
+
+
 def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
     """Where the checkpoint is on disk. What cannot be audited (an encoder model, code the user has
     not allowed, a config.json that is not JSON) is refused first: on the Hub, before any weights
     are downloaded."""
     from .loading import check_config, check_remote_code, dir_source, local_source, looks_local, parse_config
 
+    from .errors import UsageError
+
     if looks_local(o.model):
         if o.revision:
-            from .errors import UsageError
-
             raise UsageError("--revision applies to Hub repos only; drop it for a local checkpoint")
         source = local_source(o.model)
         check_remote_code(source, o.trust_remote_code)
         return source
+
     hub = hub_factory()
     sha = hub.resolve_revision(o.model, o.revision)
     config = hub.read_text(o.model, "config.json", sha)
@@ -87,7 +95,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     fails first); `strict_baseline` also refuses, before the model, options that differ from the
     baseline's (a regression check needs the same measurement)."""
     from .corpus import check_vocabulary, select, tokenize
-    from .loading import load, text_config
+    from .loading import load, local_name, text_config
     from .measure import distributed, kind_maxima, measure, peak_of, site_maxima
     from .progress import progress_bar
     from .sites import find_sites
@@ -149,7 +157,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     distributed.finish(group)  # every collective is done: process 0 alone writes what follows
 
     record = ModelRecord(
-        id=source.model_id,
+        id=source.model_id if source.kind == "hub" else local_name(o.model, o.model_name)[0],
         source=source.kind,
         revision=source.revision,
         architecture=(cfg.architectures or [type(model).__name__])[0],
@@ -169,7 +177,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
         schema_version=SCHEMA_VERSION,
         tool_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        command=o.command or reproduce_command(o, source.revision),
+        command=o.command or reproduce_command(o, source.revision, record.id),
         model=record,
         corpus=corpus.record(),
         peak=peak,

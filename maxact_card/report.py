@@ -132,8 +132,11 @@ class ModelRecord:
 
     @property
     def name(self) -> str:
-        """The repo id of a Hub model; the folder or file name of a local one (not its whole path)."""
-        return self.id if self.source == "hub" else (Path(self.id.rstrip("/")).name or self.id)
+        """The id: a Hub repo's, or the name a local checkpoint was given (reports before 1.4 held a
+        local checkpoint's path: its last part then)."""
+        if self.source == "hub" or not (self.id.startswith(("/", ".", "~")) or "\\" in self.id):
+            return self.id
+        return Path(self.id.rstrip("/")).name or self.id
 
 
 @dataclass(frozen=True)
@@ -421,8 +424,8 @@ def yaml_metadata(report: Report) -> dict[str, Any]:
         "schema_version": report.schema_version,
         "tool": "maxact-card",
         "tool_version": report.tool_version,
-        "revision": report.model.revision or "",
-        "weights": report.model.weights or "",
+        **({"revision": report.model.revision} if report.model.revision else {}),
+        **({"weights": report.model.weights} if report.model.weights else {}),
         "dtype": report.model.dtype,
         "max_abs_activation": _f(peak.abs) if peak else None,
         **({"nonfinite_activations": peak.nonfinite, "max_abs_finite_activation": _f(peak.finite_abs)}
