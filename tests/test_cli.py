@@ -388,7 +388,7 @@ def test_fail_above_exit_code_in_a_real_process(tiny_dir: Path, tmp_path: Path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"Error: M = {report.peak.abs:.6g} at {report.peak.site} exceeds --fail-above 1e-09"
     # The report records the options that decide the measurement (not output, gate or display flags).
-    assert report.command == f"maxact-card audit {tiny_dir} {' '.join(SMALL[:-1])}"
+    assert report.command == f"maxact-card audit {tiny_dir.name} {' '.join(SMALL[:-1])}"
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -421,7 +421,7 @@ def test_good_audit_writes_a_loadable_report_and_prints_the_summary(good_audit, 
     assert Report.from_json(report.to_json()) == report
 
     m = report.model
-    assert (m.id, m.source, m.revision, m.gguf_file) == (str(tiny_dir), "dir", None, None)
+    assert (m.id, m.source, m.revision, m.gguf_file) == (tiny_dir.name, "dir", None, None)
     assert (m.architecture, m.model_type, m.num_layers, m.dtype, m.device) == (
         "LlamaForCausalLM", "llama", 2, "float32", "cpu")
     c = report.corpus
@@ -457,7 +457,7 @@ def test_default_output_dir_is_named_after_the_model(tiny_dir: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     expected = Path("maxact-my.model-v2") / "maxact_report.json"
     assert result.stdout.splitlines()[-1] == f"report: {expected}"
-    assert Report.load(tmp_path / expected).model.id == "my.model v2/"
+    assert Report.load(tmp_path / expected).model.id == "my.model v2"  # named by its folder, not its path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maxact-my.model-v2", "my.model v2"]
 
 
@@ -509,7 +509,7 @@ def test_token_is_never_written_or_printed(form: list[str], tiny_dir: Path, tmp_
     result = invoke(["audit", str(tiny_dir), *form, *SMALL, "-o", str(out)])
     assert result.exit_code == 0, result.output
     report = Report.load(out / "maxact_report.json")
-    assert report.command == f"maxact-card audit {tiny_dir} {' '.join(SMALL[:-1])}"
+    assert report.command == f"maxact-card audit {tiny_dir.name} {' '.join(SMALL[:-1])}"
     assert "--token" not in report.command
     assert TOKEN not in result.output
     for p in tmp_path.rglob("*"):
@@ -523,7 +523,7 @@ def test_command_comes_from_the_parsed_arguments_not_sys_argv(tiny_dir: Path, tm
     result = CliRunner().invoke(cli, ["audit", str(tiny_dir), *SMALL, "-o", str(out)])
     assert result.exit_code == 0, result.output
     command = Report.load(out / "maxact_report.json").command
-    assert command.startswith(f"maxact-card audit {tiny_dir} ")
+    assert command.startswith(f"maxact-card audit {tiny_dir.name} ")
     assert "--samples 8" in command and "8080" not in command
 
 

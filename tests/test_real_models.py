@@ -5,6 +5,7 @@ These run in CI: a missing weights package is a failure, never a skip.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import re
@@ -89,7 +90,10 @@ def test_smollm2_model_record(smollm2_audit, smollm2_gguf: Path):
     _, report = smollm2_audit
     m = report.model
     assert m.source == "gguf"
-    assert m.id == str(smollm2_gguf)
+    assert m.id == SMOLLM2_FILE  # named by the file, never by its path on this machine
+    # The fingerprint the Hub would give the file: sha256 over "name content-sha256\n".
+    line = f"{SMOLLM2_FILE} {hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()}\n"
+    assert m.weights == "sha256:" + hashlib.sha256(line.encode()).hexdigest()
     assert m.revision is None
     assert m.gguf_file == SMOLLM2_FILE
     assert m.model_type == "llama"
