@@ -79,15 +79,6 @@ def output_dir(root: Path, entry: Entry) -> Path:
     return root / name
 
 
-def documents_fingerprint(o: AuditOptions, hub: Callable[[], "Hub"]) -> str:
-    """The fingerprint of the corpus documents an audit with `o` reads (no model needed)."""
-    from .corpus import documents_fingerprint as fingerprint, select
-    from .pipeline import read_corpus
-
-    _, docs = read_corpus(o, hub)
-    return fingerprint(select(docs, o.samples, o.seed))
-
-
 def weights_identity(o: AuditOptions, hub: Callable[[], "Hub"]) -> tuple[Optional[str], Optional[str]]:
     """(weights fingerprint, revision sha) of the model `o` audits, without downloading weights
     (a local checkpoint's files are read to hash them)."""
@@ -196,7 +187,9 @@ def _each(entries: list[Entry], root: Path, measured: dict[str, Any],
         try:
             o = AuditOptions(**{**measured, "model": entry.model, "revision": entry.revision})
             if documents is None:
-                documents = documents_fingerprint(o, hub)
+                from .pipeline import documents_of
+
+                documents = documents_of(o, hub)
             kept = up_to_date(report_path(root, entry), o, documents, hub)
             if kept is not None:
                 echo(f"  skipped: {output_dir(root, entry)} holds a report of the same weights and settings", err=True)

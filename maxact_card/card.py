@@ -27,7 +27,7 @@ from .readme_merge import (  # noqa: F401  (re-exported: the card's public names
     extract_metadata,
     merge_readme,
 )
-from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, Report, yaml_metadata
+from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, AuditSettings, Report, yaml_metadata
 from .comparison import change_lines
 from .summary import FP16_MAX, fp16_answer, nvfp4_line
 SECTION_TEMPLATE = "activation_range.md.j2"
@@ -40,19 +40,30 @@ PAPER_TITLE = "Measuring Maximum Activations in Open Large Language Models"
 
 # -- metadata --------------------------------------------------------------------------------------
 def settings_key(report: Report) -> str:
-    """What makes two audits comparable: same weights, corpus, sample count, length, dtype, tool major.
+    """What makes two audits the same measurement: the same weights, corpus documents and options
+    that change a number, by the same major version of the tool. A card that already carries this
+    key needs no new pull request.
 
-    The weights are named by their fingerprint when the Hub gave one (so a commit that only
-    changed the card, such as the merge of this tool's pull request, is the same checkpoint), else
-    by the commit sha. A card that already carries this key needs no new pull request.
-    """
+    The weights are named by their fingerprint when there is one (so a commit that only changed the
+    card, such as the merge of this tool's pull request, is the same checkpoint), else by the commit
+    sha. Reports before schema 1.4 (no settings) get the key they were published with."""
     major = str(report.tool_version).split(".")[0]
+    if report.settings is not None and report.corpus.documents:
+        return key_of(report.model.weights, report.model.revision, report.corpus.documents, report.settings, major)
     weights = f"weights={report.model.weights}" if report.model.weights else f"rev={report.model.revision or 'local'}"
     return (
         f"{weights};corpus={report.corpus.fingerprint};"
         f"samples={report.corpus.samples};max_seq_len={report.corpus.max_seq_len};"
         f"dtype={report.model.dtype};tool={major}"
     )
+
+
+def key_of(weights: Optional[str], revision: Optional[str], documents: str, s: AuditSettings, major: str) -> str:
+    """The settings key from its parts, as known before an audit (`pipeline.expected_key`) or after it."""
+    ident = f"weights={weights}" if weights else f"rev={revision or 'local'}"
+    clip = ",".join(f"{p:g}" for p in s.clip_percentiles)
+    return (f"{ident};documents={documents};samples={s.samples};max_seq_len={s.max_seq_len};seed={s.seed};"
+            f"dtype={s.dtype};calib_samples={s.calib_samples};clip={clip};formats={','.join(s.formats)};tool={major}")
 
 
 def card_metadata(report: Report) -> dict[str, Any]:
@@ -244,6 +255,23 @@ def render_section(
     section = f"{BEGIN_MARKER}\n{inner}\n{END_MARKER}\n"
     check_section(section)
     return section
+
+
+def check_template(template: Optional[Path]) -> None:
+    """A --template that does not parse, refused before the audit (names it uses are checked when
+    the section renders)."""
+    if template is None:
+        return
+    import jinja2
+
+    try:
+        text = Path(template).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--template {template}: cannot read it ({exc}); pass a UTF-8 text file") from None
+    try:
+        _environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"template {template}, line {exc.lineno}: {exc.message}; fix the template") from None
 
 
 def render_pr_description(report: Report) -> str:

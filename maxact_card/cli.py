@@ -233,6 +233,28 @@ def audit(model: Optional[str], models_file: Optional[str], **kw: Any) -> None:
     _audit_one(ctx, model, kw, out_dir)  # type: ignore[arg-type]
 
 
+def _published(hub: Any, options: Any, user: Optional[str], out_dir: Optional[Path]):
+    """Before any weight is downloaded: when the Hub card (or the user's open pull request) already
+    carries a report of these weights with these settings, that report (saved into `out_dir` on
+    process 0), else None."""
+    from .card import REPORT_NAME
+    from .pipeline import expected_key
+    from .publish import already_published
+    from .report import Report
+
+    sha, key = expected_key(options, hub)
+    done = already_published(hub, options.model, sha, key, user)
+    text = hub.read_text(options.model, REPORT_NAME, done[1]) if done else None
+    if text is None:
+        return None  # nothing published, or a card edited by hand: measure
+    report = Report.from_json(text)
+    if out_dir is not None:
+        path = report.save(out_dir / REPORT_NAME)
+        click.echo(f"{done[0]}; nothing to do before any download (--force audits and publishes again); its "  # type: ignore[index]
+                   f"report: {path}")
+    return report
+
+
 def _default_dir(model: str) -> Path:
     from .pipeline import default_output_dir
 
@@ -272,18 +294,25 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
     main = _rank() == 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _stop_on_sigterm()
+    from .card import check_template
+
+    check_template(Path(template) if template else None)  # every check that can fail runs before the audit
+    echo = lambda s: click.echo(s, err=True)  # noqa: E731
     hub = None
-    if open_pr and main:
+    if open_pr:
         from .hub import Hub
 
-        hub = Hub(token=options.token, progress=options.progress)
-        if not dry_run:
-            hub.whoami()  # no or bad token: fail now, not after the measurement
-    if main and (write_card or hub is not None):
+        hub = Hub(token=options.token, progress=options.progress and main)
+        # A read-only or missing token fails now, not after hours of measurement.
+        user = hub.check_write(model) if not dry_run else (hub.whoami() if hub.has_token() else None)
+        if kept is None and not force:
+            kept = _published(hub, options, user, out_dir if main else None)
+            if kept is not None:
+                open_pr = False  # the card, or the pull request, already carries it
+    if main and (write_card or open_pr):
         from .publish import check_cards
 
-        check_cards(model, write_card=write_card, hub=hub, revision=options.revision)  # before hours of work
-    echo = lambda s: click.echo(s, err=True)  # noqa: E731
+        check_cards(model, write_card=write_card, hub=hub if open_pr else None, revision=options.revision)
     if kept is None:
         report = run_audit(options, echo=echo, strict_baseline=ratio is not None)
     else:
@@ -302,7 +331,7 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
 
         readme = _write_card(report, Path(model), template=Path(template) if template else None)
         click.echo(f"card: {readme}")
-    if hub is not None:
+    if open_pr:
         from .publish import open_pr as _open_pr
 
         result = _open_pr(report, hub, model, template=Path(template) if template else None,

@@ -193,8 +193,24 @@ class Hub:
 
     def whoami(self) -> str:
         """The user name of the token; AuthError when there is no token or it is invalid."""
+        return self._whoami()["name"]
+
+    def check_write(self, repo_id: str) -> str:
+        """The user name of a token that may open a pull request on `repo_id`; AuthError, before any
+        long work, for no token, an invalid one, or a read-only one (a fine-grained token's rights
+        show only when it writes)."""
+        info = self._whoami()
+        role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+        if role == "read":
+            raise AuthError(f"no write access to '{repo_id}' on {self.endpoint}: the token is read-only; pass a token "
+                            "with write access (or run with --dry-run to see the change)")
+        return info["name"]
+
+    def _whoami(self) -> dict[str, Any]:
+        if not self._effective_token():
+            raise AuthError(f"no Hub token: pass --token, set HF_TOKEN or run `hf auth login` ({self.endpoint})")
         with self._errors(None):
-            return self._api.whoami()["name"]
+            return self._api.whoami()
 
     # ---- pull requests -----------------------------------------------------------------------
 

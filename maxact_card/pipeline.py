@@ -80,6 +80,25 @@ def read_corpus(o: AuditOptions, hub_factory: Callable[[], Any]) -> tuple[str, l
     return name, docs
 
 
+def documents_of(o: AuditOptions, hub_factory: Callable[[], Any]) -> str:
+    """The fingerprint of the corpus documents an audit with `o` reads (no model needed)."""
+    from .corpus import documents_fingerprint, select
+
+    _, docs = read_corpus(o, hub_factory)
+    return documents_fingerprint(select(docs, o.samples, o.seed))
+
+
+def expected_key(o: AuditOptions, hub: Any) -> tuple[str, str]:
+    """(commit sha, settings key) an audit of the Hub repo `o.model` with `o` would publish, from
+    the Hub's file metadata and the corpus alone: no weight is downloaded."""
+    from . import __version__
+    from .card import key_of
+
+    sha = hub.resolve_revision(o.model, o.revision)
+    weights = hub.weights_fingerprint(o.model, sha, gguf_file=o.gguf_file)
+    return sha, key_of(weights, sha, documents_of(o, lambda: hub), o.settings(), __version__.split(".")[0])
+
+
 def _settings(o: AuditOptions) -> str:
     """What every process of a data-parallel run must share: the options, the token left out."""
     import dataclasses
@@ -105,6 +124,10 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     if not group.main:
         echo = lambda s: None  # noqa: E731
     group.agree("options", _settings(o))
+    if o.device not in ("auto",):
+        from .loading import pick_device
+
+        pick_device(o.device)  # --device cuda where there is none: said now, not after the download
     device = distributed.local_device() if o.device == "auto" and group.world > 1 else o.device
     if group.world > 1 and o.device_map:
         from .errors import UsageError

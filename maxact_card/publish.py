@@ -100,6 +100,18 @@ def _same_settings(readme: Optional[str], key: str) -> bool:
     return meta is not None and meta.get("settings_key") == key
 
 
+def already_published(hub: "Hub", repo_id: str, sha: str, key: str, user: Optional[str]) -> Optional[tuple[str, str]]:
+    """(where, revision) when the card at `sha`, or `user`'s open pull request of this tool, already
+    carries the activation range with settings key `key`: `where` says which, `revision` is where
+    its report can be read. None when there is something to publish."""
+    if _same_settings(hub.read_text(repo_id, README_NAME, sha), key):
+        return f"{repo_id}@{sha[:12]} already carries an activation range for these settings", sha
+    pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE) if user else None
+    if pr is not None and _same_settings(hub.pr_head_text(repo_id, pr, README_NAME), key):
+        return f"pull request #{pr} on {repo_id} already carries this activation range", f"refs/pr/{pr}"
+    return None
+
+
 def open_pr(
     report: Report,
     hub: "Hub",
@@ -125,16 +137,14 @@ def open_pr(
         )
     key = settings_key(report)
     current = hub.read_text(repo_id, README_NAME, sha)
-    if not force and _same_settings(current, key):
-        echo(f"{repo_id}@{sha[:12]} already carries an activation range for these settings; nothing to do (--force publishes again)")
-        return PublishResult("unchanged", None, None, "", ())
-
     # A dry run without a token cannot know the user, so it cannot look for their open PR.
     user = hub.whoami() if not dry_run or hub.has_token() else None
+    done = None if force else already_published(hub, repo_id, sha, key, user)
+    if done is not None:
+        echo(f"{done[0]}; nothing to do (--force publishes again)")
+        pr_num = int(done[1].rsplit("/", 1)[-1]) if done[1].startswith("refs/pr/") else None
+        return PublishResult("unchanged", None, pr_num, "", ())
     pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE) if user else None
-    if pr is not None and not force and _same_settings(hub.pr_head_text(repo_id, pr, README_NAME), key):
-        echo(f"pull request #{pr} on {repo_id} already carries this activation range; nothing to do (--force publishes again)")
-        return PublishResult("unchanged", None, pr, "", ())
 
     readme = render_readme(report, current, template=template)
     diff = readme_diff(current, readme)

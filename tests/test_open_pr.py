@@ -171,7 +171,9 @@ def test_read_only_token_is_refused_with_a_hint(hub, repo: str, tmp_path: Path):
     assert result.exit_code == 2
     assert hub.pull_requests(REPO) == []
     assert hub.head(REPO) == repo and set(hub.repo(REPO).refs) == {"main"}
-    assert hub.request_count("POST") >= 1  # it tried, and the server refused
+    # Found out before the audit, from the token's role: nothing was measured or written.
+    assert hub.request_count("POST") == 0 and "loading" not in result.stderr
+    assert not (tmp_path / "ro").exists()
 
 
 def test_no_token_is_refused_with_a_hint(hub, repo: str, tmp_path: Path):
