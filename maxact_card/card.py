@@ -113,6 +113,7 @@ def _environment() -> Any:
     )
     env.filters.update(
         num=fmt_num,
+        signed=fmt_signed,
         count=fmt_count,
         pct=fmt_pct,
         code=md_code,
@@ -196,6 +197,9 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "fp16": dict(zip(("verdict", "line"), fp16_answer(report))),
         "peak_interval": report.peak_interval,
         "nvfp4": nvfp4_line(report),
+        "bf16": v.verdict if (v := report.verdict("bf16")) else None,
+        "deployment": deployment_line(report),
+        "verdicts": {v.format: v.verdict for v in (quant.verdicts if quant else ())},
         "baseline": report.baseline,
         "baseline_lines": change_lines(report.baseline) if report.baseline is not None else [],
         "intervals": {v.format: v.interval for v in (quant.verdicts if quant else ()) if v.interval is not None},
@@ -219,6 +223,19 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "begin_marker": BEGIN_MARKER,
         "end_marker": END_MARKER,
     }
+
+
+def deployment_line(report: Report) -> Optional[str]:
+    """Which of the formats run end to end are fine, in one line: "ok: int8_per_token, fp8_e4m3;
+    degraded: nvfp4; unsafe: int8_absmax"; None without the check."""
+    if report.quant is None or not report.quant.end_to_end:
+        return None
+    groups: dict[str, list[str]] = {}
+    for e in report.quant.end_to_end:
+        v = report.verdict(e.format)
+        groups.setdefault(v.verdict if v else "not judged", []).append(e.format)
+    order = ("ok", "uncertain", "degraded", "unsafe", "not judged")
+    return "; ".join(f"{level}: {', '.join(groups[level])}" for level in order if level in groups)
 
 
 def reproduce_command(report: Report) -> str:
@@ -246,6 +263,8 @@ def render_section(
     """
     inner = _render(SECTION_TEMPLATE, section_context(report, figure_path=figure_path), template)
     inner = inner.replace("\r\n", "\n").strip("\n")
+    if inner.endswith(">"):  # an HTML block (</details>) runs to the next blank line: end it before the marker
+        inner += "\n"
     for line in inner.split("\n"):
         if line.strip() in (BEGIN_MARKER, END_MARKER):
             raise UsageError(
@@ -297,7 +316,8 @@ def render_readme(
 
 # -- formatting filters ----------------------------------------------------------------------------
 def fmt_num(x: Any) -> str:
-    """7.12e+05, 1,234.5, 12.35, 0.0125: readable at a glance, exact enough for a card."""
+    """One number format for the card: 712,401; 1,234; 448; 12.3; 0.875; 0.000123; 3.39 × 10^38.
+    Thousands separators, three significant digits below 1,000, never an exponent below 10^9."""
     if x is None:
         return "n/a"
     x = float(x)
@@ -308,13 +328,24 @@ def fmt_num(x: Any) -> str:
     a = abs(x)
     if a == 0:
         return "0"
-    if a >= 1e5 or a < 1e-3:
-        return f"{x:.2e}"
-    if a >= 100:
-        return f"{x:,.0f}" if x.is_integer() else f"{x:,.1f}"
-    if a >= 1:
-        return f"{x:.0f}" if x.is_integer() else f"{x:.2f}"
-    return f"{x:.3g}"
+    if a >= 1e9:
+        exp = math.floor(math.log10(a))
+        return f"{x / 10 ** exp:.3g} × 10^{exp}"
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a < 1e-6:
+        return "≈ 0"
+    r = float(f"{x:.3g}")  # three significant digits, then written out without an exponent
+    if abs(r) >= 1000:
+        return f"{r:,.0f}"
+    text = f"{r:.{max(0, 2 - math.floor(math.log10(abs(r))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text and abs(r) < 1 else text
+
+
+def fmt_signed(x: Any) -> str:
+    """A change, with its sign: +0.147, -0.0021, +0."""
+    text = fmt_num(x)
+    return text if text.startswith(("-", "n/a", "NaN", "≈")) else "+" + text
 
 
 def fmt_count(n: Any) -> str:

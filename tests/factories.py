@@ -7,6 +7,7 @@ import math
 from typing import Any, Optional
 
 from maxact_card.measure import kind_maxima, peak_of
+from maxact_card.readme_merge import BEGIN_MARKER, END_MARKER
 from maxact_card.quant import build_verdicts, dtype_verdict, end_to_end, fp16_safe, headroom, recommendation
 from maxact_card.report import (
     SCHEMA_VERSION,
@@ -171,3 +172,15 @@ def make_report(*, scale: float = 1.0, with_quant: bool = True, **overrides: Any
         dtype_verdicts=tuple(dtype_verdict(f, peak.abs, site_max) for f in ("fp16", "bf16")),
     )
     return dataclasses.replace(report, **overrides) if overrides else report
+
+
+def visible_lines(section: str) -> list[str]:
+    """The markdown lines a reader sees without opening a <details> block: everything before the first
+    one (after it, only blank lines may lie between the folded blocks)."""
+    lines = [line for line in section.splitlines() if line.strip() not in (BEGIN_MARKER, END_MARKER)]
+    first = next((i for i, line in enumerate(lines) if line.strip() == "<details>"), len(lines))
+    depth = 0
+    for line in lines[first:]:
+        depth += (line.strip() == "<details>") - (line.strip() == "</details>")
+        assert depth in (0, 1) and (depth == 1 or line.strip() in ("", "</details>")), line
+    return [line.rstrip() for line in lines[:first]]

@@ -60,7 +60,8 @@ def test_a_planted_model_against_its_unplanted_baseline_is_a_regression(ckpts, t
     assert f"baseline: against base ({change.source}): M {fmt_ratio(change.ratio)} the baseline's" in result.stdout
     # The card shows the change, and its metadata carries the ratio.
     card = render_readme(report, None)
-    assert "### Change against the baseline" in card and f"M {fmt_ratio(change.ratio)} the baseline's" in card
+    assert "- **Against the baseline:** against base" in card and f"M {fmt_ratio(change.ratio)} the baseline's" in card
+    assert "<summary>Change against the baseline</summary>" in card  # with the verdicts that changed
     assert f"m_ratio: {change.ratio!r}" in card
 
 

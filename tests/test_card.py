@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from huggingface_hub.repocard import REGEX_YAML_BLOCK, metadata_load
 
-from factories import REVISION, make_report
+from factories import REVISION, make_report, visible_lines
 from maxact_card import card, plot, publish, readme_merge
 from maxact_card.errors import ReportError, UsageError
 from maxact_card.report import Report
@@ -41,35 +41,42 @@ def merge(text: Optional[str], scale: float = 1.0, with_quant: bool = True) -> s
 
 
 # -- rendering ---------------------------------------------------------------------------------------
-def test_section_shows_m_location_tables_and_reproducibility():
+def test_section_headline_figure_and_one_verdict_table_are_all_that_shows():
     report = make_report()
     text = card.render_section(report)
     assert text.startswith(card.BEGIN_MARKER + "\n") and text.endswith(card.END_MARKER + "\n")
-    peak = report.peak
-    assert "**M = max |a| = 7.12e+05**" in text
-    assert f"layer {peak.layer}, site `{peak.site}`" in text
-    assert f"channel {peak.channel}" in text and f"position {peak.position} of sample {peak.sample}" in text
-    assert '`"\\n"`' in text  # the token, quoted so a line break stays visible
-    assert "**fp16:** unsafe" in text
+    shown = visible_lines(text)
+    assert len(shown) <= 25, "\n".join(shown)
+    assert shown[:3] == ["## Activation range", "",
+                         '**M = max |a| = 712,401** at layer 3, `layers.3.residual`, token `"\\n"`: the largest '
+                         "activation in the residual stream ([definition](https://arxiv.org/abs/2605.15572)) over "
+                         "98,304 tokens in bfloat16."]
+    assert "- **fp16:** unsafe, M is 10.9x the fp16 maximum (65,504); **bf16:** ok" in shown
+    assert "- **Deployment:** degraded: fp8_e4m3; unsafe: int8_absmax" in shown
+    assert "![Per-layer max |activation|](maxact_layers.png)" in shown
+    assert shown[-6:] == ["", "| Format | Verdict | ΔNLL (95% interval) |", "|---|---|---|",
+                          "| int8_absmax | unsafe | +0.147 |", "| fp8_e4m3 | degraded | +0.0089 |", ""]
+    # Folded: per-kind maxima, top layers, headroom, every verdict, end-to-end loss, worst sites, reproducibility.
+    hidden = text[text.index("<details>"):]
     for kind in ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm"):
-        assert f"| `{kind}` |" in text
+        assert f"| `{kind}` |" in hidden
     for layer, _, site in report.top_layers():
-        assert f"| {layer} | " in text and f"`{site}`" in text
-    assert "| fp16 | 65,504 |" in text and "| fp8_e4m3 | 448 |" in text and "| bf16 | 3.39e+38 |" in text
-    assert "### Quantization check" in text and report.quant.recommendation in text
+        assert f"| {layer} | " in hidden and f"`{site}`" in hidden
+    assert "| fp16 | 65,504 |" in hidden and "| fp8_e4m3 | 448 |" in hidden
+    assert "| bf16 | 3.39 × 10^38 | < 0.000001 | yes | none | ok |" in hidden  # no 1e+34, no 1e-34
+    assert "| fp8_e4m3 | 448 | 1,590 | **no** |" in hidden and "| degraded (scaled) |" in hidden
+    assert report.quant.recommendation in hidden
     for v in report.quant.verdicts:
-        assert f"**{v.verdict}**" in text
-    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | - | 1.16 |" in text  # no interval in this report
-    assert "e+32x" not in text and "bf16 shares fp32's exponent range" in text
-    assert "| bf16 | 3.39e+38 | < 1e-6 | yes | none | ok |" in text  # the unscaled row: no 1e-34 ratio
-    assert "| fp8_e4m3 | 448 | 1,590.2 | **no** |" in text and "| degraded (scaled) |" in text
-    with_ci = dataclasses.replace(report, peak_interval=(512.5, peak.abs), quant=dataclasses.replace(
+        assert f"**{v.verdict}**" in hidden
+    assert "| int8_absmax | 2.60 | 13.4 | +0.147 | - | 1.16 |" in hidden  # no interval in this report
+    assert "e+" not in text and "e-0" not in text
+    with_ci = dataclasses.replace(report, peak_interval=(512.5, report.peak.abs), quant=dataclasses.replace(
         report.quant, verdicts=tuple(dataclasses.replace(v, interval=(0.125, 0.25)) if v.format == "int8_absmax"
                                      else v for v in report.quant.verdicts)))
     text_ci = card.render_section(with_ci)
-    assert "95% bootstrap interval of M over the 256 samples: 512.5 to 7.12e+05" in text_ci
-    assert "| int8_absmax | 2.60 | 13.45 | 0.147 | 0.125 to 0.25 | 1.16 |" in text_ci
-    assert "![Per-layer max |activation|](maxact_layers.png)" in text
+    assert "(95% interval 512 to 712,401)." in text_ci
+    assert "| int8_absmax | unsafe | +0.147 (+0.125 to +0.25) |" in text_ci
+    assert "| int8_absmax | 2.60 | 13.4 | +0.147 | +0.125 to +0.25 | 1.16 |" in text_ci
     assert "https://arxiv.org/abs/2605.15572" in text and card.PAPER_TITLE in text
     for fragment in (
         "maxact-card 0.1.0",
@@ -81,13 +88,29 @@ def test_section_shows_m_location_tables_and_reproducibility():
         report.created,
         "```bash\n" + report.command + "\n```",
     ):
-        assert fragment in text
+        assert fragment in hidden
+
+
+def test_a_section_with_every_format_and_a_baseline_stays_short():
+    """Eleven formats run end to end and a baseline: still at most 25 visible lines."""
+    from maxact_card.comparison import baseline_change
+    from maxact_card.report import EndToEnd
+
+    report = make_report()
+    names = ("int8_absmax", "int8_p99.9", "int8_p99.99", "int8_per_token", "fp8_e4m3", "fp8_e5m2", "fp8_e4m3_per_token",
+             "fp8_e4m3_block128", "mxfp8_e4m3", "nvfp4", "mxfp4_e2m1")
+    e2e = tuple(EndToEnd(n, 2.5, 12.2, 0.01 * i, 1.0 + 0.01 * i) for i, n in enumerate(names))
+    report = dataclasses.replace(report, quant=dataclasses.replace(report.quant, end_to_end=e2e))
+    report = dataclasses.replace(report, baseline=baseline_change(report, make_report(scale=0.5), "previous"))
+    shown = visible_lines(card.render_section(report))
+    assert len(shown) <= 25, "\n".join(shown)
+    assert any(line.startswith("- **Against the baseline:** against acme/tiny-moe-4l") for line in shown)
 
 
 def test_section_without_quant_or_peak():
     text = card.render_section(make_report(with_quant=False, scale=1e-3))
     assert "Quantization check" not in text
-    assert "**fp16:** ok. M is 1.1% of the largest finite fp16 value (65,504)." in text
+    assert "- **fp16:** ok, 91.9x headroom; **bf16:** ok" in text
     empty = make_report(peak=None, kinds=(), sites=(), headroom=(), quant=None, fp16_safe=True)
     text = card.render_section(empty)
     assert "No activation was recorded" in text and "Maximum per site kind" not in text
@@ -115,14 +138,18 @@ def test_markdown_escaping_of_tokens_and_cells():
 @pytest.mark.parametrize(
     "x, expected",
     [
-        (712345.625, "7.12e+05"),
-        (-712345.625, "-7.12e+05"),
-        (1234.5, "1,234.5"),
+        (712345.625, "712,346"),
+        (-712345.625, "-712,346"),
+        (1234.5, "1,234"),
         (65504.0, "65,504"),
         (448.0, "448"),
-        (12.345, "12.35"),
+        (12.345, "12.3"),
+        (99.95, "100"),
+        (2.4, "2.40"),
         (0.875, "0.875"),
-        (0.0001234, "1.23e-04"),
+        (0.0001234, "0.000123"),
+        (3e-7, "≈ 0"),
+        (3.3895313892515355e38, "3.39 × 10^38"),
         (0.0, "0"),
         (float("nan"), "NaN"),
         (float("inf"), "inf"),
@@ -136,7 +163,7 @@ def test_fmt_num(x, expected):
 def test_pr_description():
     report = make_report()
     text = card.render_pr_description(report)
-    assert "**M = max |a| = 7.12e+05** at `layers.3.residual` (layer 3," in text
+    assert "**M = max |a| = 712,401** at `layers.3.residual` (layer 3," in text
     assert "**fp16:** unsafe, M is 10.9x the fp16 maximum (65,504)" in text and REVISION in text
     assert report.command in text and "maxact_layers.png" in text and "maxact_report.json" in text
     assert "int8_absmax unsafe, fp8_e4m3 degraded" in text and card.PAPER_URL in text
@@ -152,14 +179,14 @@ def test_user_template(tmp_path: Path):
     tpl = tmp_path / "mine.md.j2"
     tpl.write_text("## Ranges\n\nM is {{ peak.abs|num }} at {{ peak.site }} ({{ model.id }}).\n", encoding="utf-8")
     text = card.render_section(make_report(), template=tpl)
-    assert text == f"{card.BEGIN_MARKER}\n## Ranges\n\nM is 7.12e+05 at layers.3.residual (acme/tiny-moe-4l).\n{card.END_MARKER}\n"
+    assert text == f"{card.BEGIN_MARKER}\n## Ranges\n\nM is 712,401 at layers.3.residual (acme/tiny-moe-4l).\n{card.END_MARKER}\n"
 
 
 def test_user_template_can_extend_the_builtin(tmp_path: Path):
     tpl = tmp_path / "mine.md.j2"
     tpl.write_text('{% extends "activation_range.md.j2" %}{% block heading %}## Our activations\n{% endblock %}', encoding="utf-8")
     text = card.render_section(make_report(), template=tpl)
-    assert "## Our activations" in text and "## Activation range" not in text and "### Reproducibility" in text
+    assert "## Our activations" in text and "## Activation range" not in text and "<summary>Reproducibility</summary>" in text
 
 
 @pytest.mark.parametrize(
@@ -876,7 +903,7 @@ def test_write_card_with_user_template(tmp_path: Path):
     tpl = tmp_path / "t.md.j2"
     tpl.write_text("M={{ peak.abs|num }}", encoding="utf-8")
     publish.write_card(make_report(), tmp_path / "m", template=tpl)
-    assert "\nM=7.12e+05\n" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    assert "\nM=712,401\n" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
 
 
 def test_write_card_refuses_non_utf8(tmp_path: Path):

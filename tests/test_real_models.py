@@ -205,6 +205,19 @@ def test_sixteen_samples_work_with_default_options(smollm2_gguf: Path, tmp_path:
     assert [e.format for e in report.quant.end_to_end] == list(e2e_formats((99.9, 99.99)))
 
 
+def test_the_card_section_of_a_real_model_is_short(smollm2_audit, gemma3_audit):
+    """Eleven formats end to end, the real reports: the headline, the figure and the verdict table
+    stay within 25 visible lines; everything else folds."""
+    from factories import visible_lines
+    from maxact_card.card import render_section
+
+    for _, report in (smollm2_audit, gemma3_audit):
+        text = render_section(report)
+        shown = visible_lines(text)
+        assert len(shown) <= 25, "\n".join(shown)
+        assert shown[2].startswith("**M = max |a| = ") and "e+" not in text
+
+
 def test_compare_smollm2_and_gemma3_reports(smollm2_audit, gemma3_audit, tmp_path: Path):
     """The compare table of the two real models' reports, cell for cell; their corpora differ in
     size and length and calibration (SMOLLM2_ARGS vs GEMMA3_ARGS), which the second row names."""
