@@ -226,7 +226,7 @@ def dtype_verdict(
     if over:
         name, v = max(over, key=lambda nv: math.inf if math.isnan(nv[1]) else abs(nv[1]))
         return Verdict(
-            format, "unsafe", f"{len(over)} site(s) exceed {format} max {limit:g}; largest {abs(v):.6g} at {name}"
+            format, "unsafe", f"{len(over)} site(s) exceed {format} max {limit:,g}; largest {abs(v):,.6g} at {name}"
         )
     top_name, top = max(values.items(), key=lambda nv: abs(nv[1]))
     if abs(float(peak_abs)) > abs(top):
@@ -236,14 +236,14 @@ def dtype_verdict(
         return Verdict(
             format,
             "degraded",
-            f"max |a| {top:.6g} at {top_name} is within {thresholds.fp16_headroom:g}x of fp16 max {limit:g} "
-            f"(headroom {limit / top:.2f}x)",
+            f"max |a| {top:,.6g} at {top_name} is within {thresholds.fp16_headroom:g}x of fp16 max {limit:,g} "
+            f"(headroom {limit / top:.3g}x)",
         )
     if not top:
         return Verdict(format, "ok", "all activations are zero")
     if format == "bf16":  # a ratio of 1e+34 says nothing a reader can use
-        return Verdict(format, "ok", f"max |a| {top:.6g} at {top_name}; bf16 shares fp32's exponent range")
-    return Verdict(format, "ok", f"max |a| {top:.6g} at {top_name}; headroom {limit / top:.3g}x")
+        return Verdict(format, "ok", f"max |a| {top:,.6g} at {top_name}; bf16 shares fp32's exponent range")
+    return Verdict(format, "ok", f"max |a| {top:,.6g} at {top_name}; headroom {limit / top:.3g}x")
 
 
 def worst_site(sites: Sequence[SiteQuantError], format: str) -> Optional[SiteQuantError]:
