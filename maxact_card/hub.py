@@ -226,6 +226,20 @@ class Hub:
             ]
         return max(found, default=None)
 
+    def open_prs(self, repo_id: str, *, title: str) -> list[tuple[int, str]]:
+        """(number, author) of every open pull request titled exactly `title`, oldest first."""
+        with self._errors(repo_id):
+            found = [(d.num, d.author) for d in self._api.get_repo_discussions(
+                repo_id, discussion_type="pull_request", discussion_status="open")
+                if d.is_pull_request and d.status == "open" and d.title == title]
+        return sorted(found)
+
+    def close_pr(self, repo_id: str, pr_num: int, *, comment: str) -> None:
+        """Close pull request `pr_num` with a comment saying why."""
+        self._require_token(repo_id)
+        with self._errors(repo_id, write=True):
+            self._api.change_discussion_status(repo_id, pr_num, "closed", comment=comment)
+
     def pr_head_text(self, repo_id: str, pr_num: int, path_in_repo: str) -> str | None:
         """A file as it stands on refs/pr/`pr_num`; None when it is not there."""
         return self.read_text(repo_id, path_in_repo, f"refs/pr/{pr_num}")

@@ -101,15 +101,34 @@ def _same_settings(readme: Optional[str], key: str) -> bool:
 
 
 def already_published(hub: "Hub", repo_id: str, sha: str, key: str, user: Optional[str]) -> Optional[tuple[str, str]]:
-    """(where, revision) when the card at `sha`, or `user`'s open pull request of this tool, already
-    carries the activation range with settings key `key`: `where` says which, `revision` is where
-    its report can be read. None when there is something to publish."""
+    """(where, revision) when the card at `sha`, or an open pull request of this tool by anyone,
+    already carries the activation range with settings key `key`: `where` says which, `revision` is
+    where its report can be read. None when there is something to publish."""
     if _same_settings(hub.read_text(repo_id, README_NAME, sha), key):
         return f"{repo_id}@{sha[:12]} already carries an activation range for these settings", sha
-    pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE) if user else None
-    if pr is not None and _same_settings(hub.pr_head_text(repo_id, pr, README_NAME), key):
-        return f"pull request #{pr} on {repo_id} already carries this activation range", f"refs/pr/{pr}"
+    for num, author in _same_key_prs(hub, repo_id, key):
+        by = "" if author == user else f" (by {author})"
+        return f"pull request #{num}{by} on {repo_id} already carries this activation range", f"refs/pr/{num}"
     return None
+
+
+def _same_key_prs(hub: "Hub", repo_id: str, key: str) -> list[tuple[int, str]]:
+    """The open pull requests of this tool whose card carries settings key `key`, oldest first."""
+    return [(num, author) for num, author in hub.open_prs(repo_id, title=PR_TITLE)
+            if _same_settings(hub.pr_head_text(repo_id, num, README_NAME), key)]
+
+
+def _settle(hub: "Hub", repo_id: str, num: int, key: str, echo: Callable[[str], None]) -> Optional[int]:
+    """After opening pull request `num`: when an older open one carries the same measurement (two
+    runs at once), close `num` and return the older one's number; else None. Pull request numbers
+    only grow, so of any runs that race, exactly one pull request stays open."""
+    older = [n for n, _ in _same_key_prs(hub, repo_id, key) if n < num]
+    if not older:
+        return None
+    hub.close_pr(repo_id, num, comment=f"Closed by maxact-card: #{older[0]}, opened at the same time, carries the "
+                                       "same measurement of the same weights.")
+    echo(f"pull request #{older[0]} on {repo_id}, opened at the same time, carries the same measurement: closed #{num}")
+    return older[0]
 
 
 def open_pr(
@@ -125,9 +144,10 @@ def open_pr(
     """Open (or update) the pull request that adds the section, the figure and the report.
 
     The card is based on README.md at the audited commit (report.model.revision). Nothing is
-    committed when that card, or the open pull request of the same user, already carries a report
-    with the same settings (commit, corpus, samples, length, dtype, tool major version), unless
-    `force`. `dry_run` prints and returns the README diff and the file list, and commits nothing.
+    committed when that card, or an open pull request of this tool by anyone, already carries a
+    report with the same settings key (weights, documents, every option that changes a number, tool
+    major version), unless `force`; the user's own open pull request with other settings is updated;
+    of pull requests opened at the same time for the same measurement, the oldest stays open. `dry_run` prints and returns the README diff and the file list, and commits nothing.
     """
     sha = report.model.revision
     if not sha:
@@ -168,6 +188,9 @@ def open_pr(
             repo_id, files, message=PR_TITLE, description=description, parent_sha=sha, create_pr=True
         )
         action = "opened"
+        kept = _settle(hub, repo_id, num, key, echo) if num is not None else None
+        if kept is not None:
+            return PublishResult("unchanged", f"{hub.endpoint}/{repo_id}/discussions/{kept}", kept, diff, ())
     num = num if num is not None else pr
     echo(f"{action} pull request{f' #{num}' if num is not None else ''} on {repo_id}: {url}")
     return PublishResult(action, url, num, diff, FILES)

@@ -507,6 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._discussion_details(repo, int(rest[1]))
                 if method == "POST" and len(rest) == 3 and rest[2] == "comment":
                     return self._comment(repo, token, int(rest[1]))
+                if method == "POST" and len(rest) == 3 and rest[2] == "status":
+                    return self._status(repo, token, int(rest[1]))
         raise ApiError(404, "Sorry, we can't find the page you are looking for.")
 
     # ---- endpoints -----------------------------------------------------------------------------
@@ -783,6 +785,23 @@ class _Handler(BaseHTTPRequestHandler):
         event = self._comment_event(token.user, json.loads(self.body or b"{}").get("comment", ""))
         d.events.append(event)
         self._send_json({"newMessage": event})
+
+
+    def _status(self, repo: Repo, token: Token | None, num: int) -> None:
+        """Open or close a discussion: its author, or a user with write access to the repo."""
+        if token is None:
+            raise ApiError(401, "You must be authenticated to change the status")
+        d = self._discussion(repo, num)
+        if token.role != "write" and token.user != d.author:
+            raise ApiError(403, "You don't have the rights to change the status of this discussion")
+        body = json.loads(self.body or b"{}")
+        d.status = body["status"]
+        if body.get("comment"):
+            d.events.append(self._comment_event(token.user, body["comment"]))
+        event = {"id": hashlib.sha1(f"{num}{d.status}{now_iso()}".encode()).hexdigest()[:24], "type": "status-change",
+                 "createdAt": now_iso(), "author": {"name": token.user}, "data": {"status": d.status}}
+        d.events.append(event)
+        self._send_json({"newStatus": event})
 
 
 class _Server(ThreadingHTTPServer):

@@ -279,7 +279,7 @@ def test_other_users_and_closed_pull_requests_are_left_alone(hub, repo: str, tmp
     bob = "hf_bob_write_token_0123456789abcd"
     hub.add_token(bob, user="bob", role="write")
     assert audit_pr(tmp_path, "bob", token=bob).exit_code == 0
-    result = audit_pr(tmp_path, "alice")
+    result = audit_pr(tmp_path, "alice", "--samples", "6")  # other settings: her own pull request
     assert result.exit_code == 0, result.output
     prs = hub.pull_requests(REPO)
     assert [(p.num, p.author) for p in prs] == [(1, "bob"), (2, "alice")]
@@ -288,7 +288,7 @@ def test_other_users_and_closed_pull_requests_are_left_alone(hub, repo: str, tmp
 
     with hub.lock:
         hub.repo(REPO).discussions[1].status = "closed"
-    result = audit_pr(tmp_path, "alice2")
+    result = audit_pr(tmp_path, "alice2", "--samples", "6")
     assert result.exit_code == 0, result.output
     assert [(p.num, p.author, p.status) for p in hub.pull_requests(REPO)] == [
         (1, "bob", "open"), (2, "alice", "closed"), (3, "alice", "open")]
@@ -300,3 +300,58 @@ def test_open_pr_needs_a_hub_repo(tiny_ckpt: Path, tmp_path: Path):
     result = invoke(["audit", str(tiny_ckpt), *SMALL, "--open-pr", "--token", WRITE, "-o", str(out)])
     assert_one_line_error(result, "no Hub revision", "audit the Hub repo id")
     assert WRITE not in result.output and not out.exists()  # refused before the audit
+
+
+BOB = "hf_bob_write_token_0123456789abcd"
+
+
+def test_an_open_pull_request_by_anyone_with_the_same_measurement_is_not_duplicated(hub, repo: str, tmp_path: Path):
+    hub.add_token(BOB, user="bob", role="write")
+    assert audit_pr(tmp_path, "alice").exit_code == 0
+    result = audit_pr(tmp_path, "bob", token=BOB)
+    assert result.exit_code == 0, result.output
+    assert f"pull request #1 (by alice) on {REPO} already carries this activation range; nothing to do" in result.output
+    assert [(p.num, p.author) for p in hub.pull_requests(REPO)] == [(1, "alice")]
+    # Other settings: bob opens his own (alice's is hers to update).
+    result = audit_pr(tmp_path, "bob2", "--samples", "6", token=BOB)
+    assert result.exit_code == 0, result.output
+    assert [(p.num, p.author, p.status) for p in hub.pull_requests(REPO)] == [(1, "alice", "open"), (2, "bob", "open")]
+
+
+def test_of_two_pull_requests_for_the_same_measurement_the_newer_closes(hub, repo: str, tmp_path: Path):
+    """The race, played step by step: two runs both found nothing and both opened a pull request."""
+    from maxact_card.card import settings_key
+    from maxact_card.hub import Hub
+    from maxact_card.publish import PR_TITLE, _settle, card_files
+
+    assert audit_pr(tmp_path, "run", "--dry-run").exit_code == 0
+    report = Report.load(tmp_path / "run" / "maxact_report.json")
+    files = card_files(report, render_readme(report, AUTHOR_README))
+    h = Hub(token=WRITE, endpoint=hub.url)
+    for _ in range(2):
+        h.commit(REPO, files, message=PR_TITLE, description="x", parent_sha=repo, create_pr=True)
+    said: list[str] = []
+    assert _settle(h, REPO, 1, settings_key(report), said.append) is None  # the older one stays
+    assert _settle(h, REPO, 2, settings_key(report), said.append) == 1
+    assert [(p.num, p.status) for p in hub.pull_requests(REPO)] == [(1, "open"), (2, "closed")]
+    assert "closed #2" in said[0]
+    closing = hub.pull_requests(REPO)[1].events
+    assert any(e["type"] == "comment" and "#1, opened at the same time" in e["data"]["latest"]["raw"] for e in closing)
+
+
+def test_concurrent_runs_on_one_repo_end_with_one_pull_request(hub, repo: str, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    hub.add_token(BOB, user="bob", role="write")
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1"}
+    env.pop("HF_TOKEN", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "maxact_card", "audit", REPO, *SMALL, "--open-pr", "--token", token,
+                               "-o", str(tmp_path / name)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for name, token in (("a", WRITE), ("b", BOB))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    open_prs = [p for p in hub.pull_requests(REPO) if p.status == "open"]
+    assert len(open_prs) == 1, [(p.num, p.author, p.status) for p in hub.pull_requests(REPO)]
