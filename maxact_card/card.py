@@ -36,6 +36,18 @@ FIGURE_NAME = "maxact_layers.png"
 REPORT_NAME = "maxact_report.json"
 PAPER_URL = "https://arxiv.org/abs/2605.15572"
 PAPER_TITLE = "Measuring Maximum Activations in Open Large Language Models"
+PROJECT_URL = "https://pypi.org/project/maxact-card/"
+
+
+def project_urls() -> dict[str, str]:
+    """The package's Project-URL entries (pyproject's [project.urls]), by label, lower case."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        entries = metadata("maxact-card").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return {}
+    return {label.strip().lower(): url.strip() for label, _, url in (e.partition(",") for e in entries)}
 
 
 # -- metadata --------------------------------------------------------------------------------------
@@ -219,6 +231,8 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "metadata_key": METADATA_KEY,
         "paper_url": PAPER_URL,
         "paper_title": PAPER_TITLE,
+        "project_url": project_urls().get("homepage", PROJECT_URL),
+        "issues_url": project_urls().get("issues"),
         "files": ["README.md", FIGURE_NAME, REPORT_NAME],
         "begin_marker": BEGIN_MARKER,
         "end_marker": END_MARKER,

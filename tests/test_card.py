@@ -160,14 +160,20 @@ def test_fmt_num(x, expected):
     assert card.fmt_num(x) == expected
 
 
-def test_pr_description():
+def test_pr_description_reads_like_a_well_behaved_bot():
     report = make_report()
     text = card.render_pr_description(report)
+    assert text.startswith("**This is an automated pull request** opened with "
+                           "[maxact-card](https://pypi.org/project/maxact-card/) 0.1.0")
     assert "**M = max |a| = 712,401** at `layers.3.residual` (layer 3," in text
     assert "**fp16:** unsafe, M is 10.9x the fp16 maximum (65,504)" in text and REVISION in text
+    assert "**Deployment formats:** degraded: fp8_e4m3; unsafe: int8_absmax" in text
     assert report.command in text and "maxact_layers.png" in text and "maxact_report.json" in text
-    assert "int8_absmax unsafe, fp8_e4m3 degraded" in text and card.PAPER_URL in text
+    assert card.PAPER_URL in text and "Feel free to close this pull request" in text
+    assert text.rstrip().endswith("Questions or problems: comment here.")  # no issue tracker URL recorded
     assert "**fp16:** ok, 91.9x headroom" in card.render_pr_description(make_report(scale=1e-3))
+    measured = text.split("What was measured", 1)[1].split("Files:", 1)[0]
+    assert len([line for line in measured.splitlines() if line.startswith("- ")]) == 3
 
 
 def test_builtin_templates_are_found():
