@@ -512,3 +512,14 @@ def install_hf_extension() -> None:
 
 def main() -> None:
     cli()
+
+
+def hf_main() -> None:
+    """The hf-maxact script, which `hf maxact ...` runs: the same program, its usage and examples
+    written as `hf maxact`."""
+    for command in [cli, *cli.commands.values()]:
+        for attr in ("help", "epilog"):
+            text = getattr(command, attr)
+            if text:
+                setattr(command, attr, text.replace("maxact-card ", "hf maxact "))
+    cli(prog_name="hf maxact")

@@ -119,13 +119,15 @@ def test_version_and_console_scripts():
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"maxact-card, version {maxact_card.__version__}"
     bindir = Path(sys.executable).parent
-    for script in ("maxact-card", "hf-maxact"):
+    for script, prog in (("maxact-card", "maxact-card"), ("hf-maxact", "hf maxact")):
         path = bindir / script
         assert path.is_file() and os.access(path, os.X_OK), path
-        proc = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith(f"Usage: {script} [OPTIONS] COMMAND")
-        assert "Examples:" in proc.stdout
+        for args in (["--help"], ["audit", "--help"]):
+            proc = subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.startswith(f"Usage: {prog} ")
+            examples = proc.stdout.split("Examples:", 1)[1]
+            assert f"  {prog} audit " in examples and ("maxact-card audit" in examples) == (prog == "maxact-card")
 
 
 def test_hf_cli_runs_maxact_as_an_extension(tmp_path: Path):
@@ -135,8 +137,10 @@ def test_hf_cli_runs_maxact_as_an_extension(tmp_path: Path):
     proc = subprocess.run([str(bindir / "maxact-card"), "install-hf-extension"], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((tmp_path / ".local/share/hf/extensions/hf-maxact/manifest.json").read_text())
-    assert manifest["executable_path"] == str((bindir / "hf-maxact").resolve())
+    folder = tmp_path / ".local/share/hf/extensions/hf-maxact"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["executable_path"] == str(folder / "launcher.sh")  # it runs this installation's hf-maxact
+    assert str((bindir / "hf-maxact").resolve()) in (folder / "launcher.sh").read_text()
     listed = subprocess.run([str(bindir / "hf"), "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert re.search(r"^\s+maxact\s", listed.stdout, re.M), listed.stdout
     proc = subprocess.run([str(bindir / "hf"), "maxact", "--version"], capture_output=True, text=True, env=env,
@@ -146,6 +150,30 @@ def test_hf_cli_runs_maxact_as_an_extension(tmp_path: Path):
     proc = subprocess.run([str(bindir / "hf"), "maxact", "audit", str(tmp_path / "missing")], capture_output=True,
                           text=True, env=env, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("Error: no such file or directory"), proc.stderr
+    proc = subprocess.run([str(bindir / "hf"), "maxact", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.startswith("Usage: hf maxact [OPTIONS] COMMAND") and "  hf maxact audit " in proc.stdout
+
+
+def test_a_stale_hf_extension_says_how_to_reinstall(tmp_path: Path, monkeypatch):
+    """The environment maxact-card was installed in is gone: `hf maxact` says how to reinstall
+    instead of `hf`'s "No such command"."""
+    from maxact_card import hf_extension
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gone = tmp_path / "old-venv" / "bin" / "hf-maxact"
+    gone.parent.mkdir(parents=True)
+    gone.write_text("#!/bin/sh\necho ran\n", encoding="utf-8")
+    gone.chmod(0o755)
+    hf_extension.install(gone)
+    env = {**os.environ, "HOME": str(tmp_path), "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
+    hf = str(Path(sys.executable).parent / "hf")
+    proc = subprocess.run([hf, "maxact", "audit", "x"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "ran\n", proc.stderr
+    shutil.rmtree(tmp_path / "old-venv")
+    proc = subprocess.run([hf, "maxact", "audit", "x"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"Error: hf maxact: {gone} is gone") and "pip install maxact-card" in proc.stderr
+    assert "maxact-card install-hf-extension" in proc.stderr
 
 
 def test_python_dash_m_usage_names_the_program():
