@@ -229,36 +229,10 @@ def audit(model: Optional[str], models_file: Optional[str], **kw: Any) -> None:
                                                                     kept=kept),
                    echo=click.echo, main=_rank() == 0)
         return
-    out_dir = Path(kw["output_dir"] or _default_dir(model))
-    _audit_one(ctx, model, kw, out_dir)  # type: ignore[arg-type]
-
-
-def _published(hub: Any, options: Any, user: Optional[str], out_dir: Optional[Path]):
-    """Before any weight is downloaded: when the Hub card (or the user's open pull request) already
-    carries a report of these weights with these settings, that report (saved into `out_dir` on
-    process 0), else None."""
-    from .card import REPORT_NAME
-    from .pipeline import expected_key
-    from .publish import already_published
-    from .report import Report
-
-    sha, key = expected_key(options, hub)
-    done = already_published(hub, options.model, sha, key, user)
-    text = hub.read_text(options.model, REPORT_NAME, done[1]) if done else None
-    if text is None:
-        return None  # nothing published, or a card edited by hand: measure
-    report = Report.from_json(text)
-    if out_dir is not None:
-        path = report.save(out_dir / REPORT_NAME)
-        click.echo(f"{done[0]}; nothing to do before any download (--force audits and publishes again); its "  # type: ignore[index]
-                   f"report: {path}")
-    return report
-
-
-def _default_dir(model: str) -> Path:
     from .pipeline import default_output_dir
 
-    return default_output_dir(model)
+    out_dir = Path(kw["output_dir"] or default_output_dir(model))  # type: ignore[arg-type]
+    _audit_one(ctx, model, kw, out_dir)  # type: ignore[arg-type]
 
 
 def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path, *, revision: Optional[str] = None,
@@ -306,7 +280,9 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
         # A read-only or missing token fails now, not after hours of measurement.
         user = hub.check_write(model) if not dry_run else (hub.whoami() if hub.has_token() else None)
         if kept is None and not force:
-            kept = _published(hub, options, user, out_dir if main else None)
+            from .publish import published_report
+
+            kept = published_report(hub, options, user, out_dir if main else None, echo=click.echo)
             if kept is not None:
                 open_pr = False  # the card, or the pull request, already carries it
     if main and (write_card or open_pr):
@@ -518,8 +494,5 @@ def hf_main() -> None:
     """The hf-maxact script, which `hf maxact ...` runs: the same program, its usage and examples
     written as `hf maxact`."""
     for command in [cli, *cli.commands.values()]:
-        for attr in ("help", "epilog"):
-            text = getattr(command, attr)
-            if text:
-                setattr(command, attr, text.replace("maxact-card ", "hf maxact "))
+        command.help, command.epilog = (t and t.replace("maxact-card ", "hf maxact ") for t in (command.help, command.epilog))
     cli(prog_name="hf maxact")

@@ -7,8 +7,7 @@ Stages, each deterministic for a given seed:
 * :func:`select` draws ``n`` of them, stratified by domain;
 * :func:`tokenize` turns them into a :class:`TokenizedCorpus` (with a fingerprint of the ids);
 * :meth:`TokenizedCorpus.split` separates calibration samples from evaluation samples;
-* :func:`make_batches` groups samples of similar length into right-padded batches
-  (:func:`pad_batch` builds one).
+* :func:`pad_batch` builds one right-padded batch (`measure.batches` plans them).
 
 This module never touches the network: Hub files arrive through the ``fetch_dataset_file``
 callable the caller passes in.
@@ -477,21 +476,6 @@ def pad_batch(rows: Sequence[Sequence[int]], indices: Sequence[int], pad_id: int
             ids[r, :n] = torch.as_tensor(list(sample), dtype=torch.long)
             mask[r, :n] = 1
     return Batch(input_ids=ids, attention_mask=mask, sample_index=torch.tensor(list(indices), dtype=torch.long))
-
-
-def make_batches(corpus: TokenizedCorpus, batch_size: int, pad_id: int) -> list[Batch]:
-    """Batches of up to ``batch_size`` samples, longest first (ties by sample index).
-
-    Each batch is right-padded with ``pad_id`` to its own longest sample, so padding stays small
-    and the batch needing the most memory runs first.
-    """
-    if batch_size <= 0:
-        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}")
-    order = sorted(range(len(corpus.input_ids)), key=lambda i: (-len(corpus.input_ids[i]), i))
-    return [
-        pad_batch([corpus.input_ids[i] for i in group], group, pad_id)
-        for group in (order[start : start + batch_size] for start in range(0, len(order), batch_size))
-    ]
 
 
 def check_count(documents: list[Document], samples: int, name: str) -> None:

@@ -15,6 +15,7 @@ from .report import Report
 
 if TYPE_CHECKING:
     from .hub import Hub
+    from .options import AuditOptions
 
 PR_TITLE = "Add activation range (maxact-card)"
 README_NAME = "README.md"
@@ -110,6 +111,25 @@ def already_published(hub: "Hub", repo_id: str, sha: str, key: str, user: Option
         by = "" if author == user else f" (by {author})"
         return f"pull request #{num}{by} on {repo_id} already carries this activation range", f"refs/pr/{num}"
     return None
+
+
+def published_report(hub: "Hub", options: "AuditOptions", user: Optional[str], out_dir: Optional[Path], *,
+                     echo: Callable[[str], None]) -> Optional[Report]:
+    """Before any weight is downloaded: when the Hub card (or an open pull request of this tool)
+    already carries a report of these weights with these settings, that report (saved into `out_dir`
+    when given), else None."""
+    from .pipeline import expected_key
+
+    sha, key = expected_key(options, hub)
+    done = already_published(hub, options.model, sha, key, user)
+    text = hub.read_text(options.model, REPORT_NAME, done[1]) if done else None
+    if done is None or text is None:
+        return None  # nothing published, or a card edited by hand: measure
+    report = Report.from_json(text)
+    if out_dir is not None:
+        path = report.save(out_dir / REPORT_NAME)
+        echo(f"{done[0]}; nothing to do before any download (--force audits and publishes again); its report: {path}")
+    return report
 
 
 def _same_key_prs(hub: "Hub", repo_id: str, key: str) -> list[tuple[int, str]]:

@@ -110,16 +110,27 @@ def test_install_step_picks_the_torch_build_for_the_runner(tmp_path: Path, has_t
     assert calls == ([torch_install] if torch_install else []) + [package]
 
 
+def example_workflow() -> dict:
+    text = (ACTION_DIR / "README.md").read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
 def test_readme_shows_a_release_workflow():
     text = (ACTION_DIR / "README.md").read_text(encoding="utf-8")
-    workflow = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    workflow = example_workflow()
     assert workflow[True]["release"]["types"] == ["published"]  # YAML 1.1 reads the key `on` as True
-    uses = [s for s in workflow["jobs"]["audit"]["steps"] if "uses" in s and "github_action" in s["uses"]]
+    job = workflow["jobs"]["audit"]
+    assert 0 < job["timeout-minutes"] <= 360  # GitHub's own limit is 6 hours
+    uses = [s for s in job["steps"] if "uses" in s and "github_action" in s["uses"]]
     assert uses and set(uses[0]["with"]) <= INPUTS and "model" in uses[0]["with"]
+    assert "revision" not in uses[0]["with"] and "samples" not in uses[0]["with"]  # the defaults
+    cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@"))
+    assert "~/.cache/pip" in cache["with"]["path"] and "~/.cache/huggingface/hub" in cache["with"]["path"]
     for name in INPUTS:
         assert f"`{name}`" in text
     for name in OUTPUTS:
         assert f"`{name}`" in text
+    assert "RUNNER_TABLE" not in text and "| runner |" in text
 
 
 # -- running the steps locally ----------------------------------------------------------------------
@@ -254,11 +265,16 @@ def test_non_finite_activations_are_never_reported_safe(fake_cli: Path):
 
 
 def test_optional_inputs_are_left_out_when_empty(fake_cli: Path):
-    audit, out, outputs = run_action({"model": "./ckpt"}, fake_cli)
+    local = fake_cli / "ckpt"
+    local.mkdir()
+    audit, out, outputs = run_action({"model": str(local)}, fake_cli)
     assert audit.returncode == 0 and out.returncode == 0, audit.stderr + (out.stderr if out else "")
     args = (fake_cli / "args.txt").read_text(encoding="utf-8").splitlines()
-    assert args[:3] == ["audit", "./ckpt", "--output-dir"] and len(args) == 4
+    assert args[:3] == ["audit", str(local), "--output-dir"] and len(args) == 4  # no revision for a local path
     assert (fake_cli / "token.txt").read_text(encoding="utf-8") == ""
+    run_action({"model": "org/model"}, fake_cli)
+    args = (fake_cli / "args.txt").read_text(encoding="utf-8").splitlines()
+    assert args[4:] == ["--revision", "main"]  # a Hub repo: main unless told otherwise
 
 
 def test_fail_above_sets_outputs_then_fails_with_code_3(fake_cli: Path):
@@ -358,3 +374,33 @@ def test_action_opens_the_card_pull_request_on_the_test_hub(hub, tmp_path: Path)
     assert report.model.revision == sha and Report.from_json(files["maxact_report.json"].decode()) == report
     assert float(outputs["outputs"]["max-activation"]) == report.peak.abs
     assert outputs["outputs"]["fp16-safe"] == "true"
+
+
+@pytest.mark.slow
+def test_the_example_workflow_runs_with_its_defaults_against_the_test_hub(hub, tmp_path: Path):
+    """The README's workflow, its action step's inputs exactly as written (the secret filled in),
+    on a tiny model published as my-org/my-model: the first release opens the pull request; after it
+    is merged, the next release finds the card up to date before downloading anything, and passes."""
+    from hubserver import read_dir
+    from models import save_tiny
+
+    step_inputs = next(s for s in example_workflow()["jobs"]["audit"]["steps"] if s.get("id") == "maxact")["with"]
+    inputs = {k: str(v).replace("${{ secrets.HF_TOKEN }}", TOKEN) for k, v in step_inputs.items()}
+    repo = inputs["model"]
+    hub.create_repo(repo, read_dir(save_tiny(tmp_path / "ckpt")))
+    hub.add_token(TOKEN, user="alice", role="write")
+    (tmp_path / "bin").mkdir()
+    audit, out, outputs = run_action(inputs, tmp_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "nothing to compare with (a first audit)" in audit.stderr
+    assert len(hub.pull_requests(repo)) == 1 and outputs["outputs"]["m-ratio"] == ""
+    hub.add_commit(repo, hub.files_at(repo, "refs/pr/1"), message="Merge pull request #1")
+    with hub.lock:
+        hub.repo(repo).discussions[0].status = "merged"
+    audit, out, outputs = run_action(inputs, tmp_path)
+    assert audit.returncode == 0 and out.returncode == 0, audit.stdout + audit.stderr
+    assert "nothing to do before any download" in audit.stdout
+    assert outputs["outputs"]["m-ratio"] == "1.0" and len(hub.pull_requests(repo)) == 1
+    for proc in (audit, out):
+        assert TOKEN not in proc.stdout + proc.stderr

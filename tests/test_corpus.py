@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from maxact_card.corpus import (
     BUILTIN_NAME,
     Document,
     TokenizedCorpus,
     load_documents,
-    make_batches,
     parse_hf_spec,
     select,
     tokenize,
@@ -499,41 +497,6 @@ def test_split_edges():
 
 # ---------------------------------------------------------------------------------------------
 # batches
-
-
-def test_make_batches_sorted_padded_masked():
-    c = corpus_of([(1, 2, 3), (4, 5, 6, 7, 8), (9,), (10, 11, 12, 13, 14), (15, 16)])
-    batches = make_batches(c, batch_size=2, pad_id=0)
-    assert [b.sample_index.tolist() for b in batches] == [[1, 3], [0, 4], [2]]
-    assert batches[0].input_ids.tolist() == [[4, 5, 6, 7, 8], [10, 11, 12, 13, 14]]
-    assert batches[0].attention_mask.tolist() == [[1] * 5, [1] * 5]
-    assert batches[1].input_ids.tolist() == [[1, 2, 3], [15, 16, 0]]
-    assert batches[1].attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert batches[2].input_ids.tolist() == [[9]]
-    assert batches[2].attention_mask.tolist() == [[1]]
-    for b in batches:
-        assert b.input_ids.dtype == b.attention_mask.dtype == b.sample_index.dtype == torch.long
-        assert b.input_ids.shape == b.attention_mask.shape
-
-
-def test_make_batches_pad_id_and_every_sample_once():
-    rng = random.Random(4)
-    samples = [tuple(rng.randrange(1, 50) for _ in range(rng.randrange(1, 20))) for _ in range(23)]
-    c = corpus_of(samples)
-    batches = make_batches(c, batch_size=4, pad_id=99)
-    seen = [i for b in batches for i in b.sample_index.tolist()]
-    assert sorted(seen) == list(range(23))
-    lengths = [len(samples[i]) for i in seen]
-    assert lengths == sorted(lengths, reverse=True)
-    for b in batches:
-        assert b.input_ids.shape[1] == b.attention_mask.sum(1).max().item()
-        for row, i in enumerate(b.sample_index.tolist()):
-            n = len(samples[i])
-            assert b.input_ids[row, :n].tolist() == list(samples[i])
-            assert b.input_ids[row, n:].tolist() == [99] * (b.input_ids.shape[1] - n)
-            assert b.attention_mask[row].tolist() == [1] * n + [0] * (b.input_ids.shape[1] - n)
-    with pytest.raises(UsageError):
-        make_batches(c, batch_size=0, pad_id=0)
 
 
 def test_pad_batch_keeps_given_indices():

@@ -96,8 +96,8 @@ def test_the_uploaded_copy_of_a_carded_checkpoint_needs_no_pull_request(hub, ckp
     hub.create_repo("acme/tiny-llama", read_dir(ckpt))
     result = invoke(["audit", "acme/tiny-llama", *SMALL, "--open-pr", "--token", WRITE, "-o", str(tmp_path / "hub")])
     assert result.exit_code == 0, result.output
-    assert "already carries an activation range for these settings; nothing to do" in result.output
-    assert hub.pull_requests("acme/tiny-llama") == []
+    assert "already carries an activation range for these settings; nothing to do before any download" in result.output
+    assert hub.pull_requests("acme/tiny-llama") == [] and hub.request_count(contains="model.safetensors") == 0
     local = Report.load(tmp_path / "local" / "maxact_report.json")
     remote = Report.load(tmp_path / "hub" / "maxact_report.json")
     assert local.model.weights == remote.model.weights and local.peak == remote.peak
