@@ -200,7 +200,7 @@ class Hub:
         long work, for no token, an invalid one, or a read-only one (a fine-grained token's rights
         show only when it writes)."""
         info = self._whoami()
-        role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+        role = (info["auth"].get("accessToken") or {}).get("role") if isinstance(info["auth"], dict) else None
         if role == "read":
             raise AuthError(f"no write access to '{repo_id}' on {self.endpoint}: the token is read-only; pass a token "
                             "with write access (or run with --dry-run to see the change)")
@@ -210,7 +210,8 @@ class Hub:
         if not self._effective_token():
             raise AuthError(f"no Hub token: pass --token, set HF_TOKEN or run `hf auth login` ({self.endpoint})")
         with self._errors(None):
-            return self._api.whoami()
+            info = self._api.whoami()
+            return {"name": info["name"], "auth": info.get("auth") or {}}  # another shape: mapped as not the Hub
 
     # ---- pull requests -----------------------------------------------------------------------
 
