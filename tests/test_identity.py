@@ -47,6 +47,8 @@ def test_write_card_publishes_no_path_of_the_machine(ckpt: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     report = Report.load(out / "maxact_report.json")
     assert report.model.id == "tiny-llama" and report.model.weights.startswith("sha256:")
+    assert "the report and the card name it tiny-llama (from its folder name; --model-name names it otherwise)" \
+        in result.stderr
     assert report.command.startswith("maxact-card audit tiny-llama --corpus my-corpus.jsonl --samples 8")
     assert "--corpus my-corpus.jsonl" in report.command and "--template" not in report.command
     written = {name: (ckpt / name).read_bytes() for name in ("README.md", "maxact_report.json", "maxact_layers.png")}
