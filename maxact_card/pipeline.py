@@ -144,9 +144,9 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     source = resolve_source(o, hub_factory)
     echo(f"loading {source.model_id}" + (f" @ {source.revision[:12]}" if source.revision else ""))
     if source.kind != "hub":
-        name, why = local_name(o.model, o.model_name)
-        echo(f"the report and the card name it {name} (from its {why}; --model-name names it otherwise)"
-             if why != "--model-name" else f"the report and the card name it {name}")
+        local_id, why = local_name(o.model, o.model_name)
+        echo(f"the report and the card name it {local_id} (from its {why}; --model-name names it otherwise)"
+             if why != "--model-name" else f"the report and the card name it {local_id}")
     loaded = load(source, dtype=o.dtype, device=device or "auto", device_map=o.device_map,
                   trust_remote_code=o.trust_remote_code, progress=o.progress,
                   allow_missing_weights=o.allow_missing_weights)
@@ -184,7 +184,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     distributed.finish(group)  # every collective is done: process 0 alone writes what follows
 
     record = ModelRecord(
-        id=source.model_id if source.kind == "hub" else name,
+        id=source.model_id if source.kind == "hub" else local_id,
         source=source.kind,
         revision=source.revision,
         architecture=(cfg.architectures or [type(model).__name__])[0],

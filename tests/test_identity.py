@@ -51,6 +51,7 @@ def test_write_card_publishes_no_path_of_the_machine(ckpt: Path, tmp_path: Path)
         in result.stderr
     assert report.command.startswith("maxact-card audit tiny-llama --corpus my-corpus.jsonl --samples 8")
     assert "--corpus my-corpus.jsonl" in report.command and "--template" not in report.command
+    assert report.corpus.name == "my-corpus.jsonl"
     written = {name: (ckpt / name).read_bytes() for name in ("README.md", "maxact_report.json", "maxact_layers.png")}
     written["output report"] = (out / "maxact_report.json").read_bytes()
     for what, data in written.items():
