@@ -79,26 +79,12 @@ def output_dir(root: Path, entry: Entry) -> Path:
     return root / name
 
 
-def weights_identity(o: AuditOptions, hub: Callable[[], "Hub"]) -> tuple[Optional[str], Optional[str]]:
-    """(weights fingerprint, revision sha) of the model `o` audits, without downloading weights
-    (a local checkpoint's files are read to hash them)."""
-    from .loading import looks_local
-
-    if looks_local(o.model):
-        from .loading import local_source
-        from .weights import local_fingerprint
-
-        source = local_source(o.model)
-        return local_fingerprint(source.path, source.gguf_file), None
-    h = hub()
-    sha = h.resolve_revision(o.model, o.revision)
-    return h.weights_fingerprint(o.model, sha, gguf_file=o.gguf_file), sha
-
-
 def up_to_date(report_path: Path, o: AuditOptions, documents: str, hub: Callable[[], "Hub"]) -> Optional[Report]:
     """The report at `report_path` when it measured the same weights with the same settings on the
-    same documents by the same major version of the tool; None when the model must be audited."""
-    from . import __version__
+    same documents by the same major version of the tool (its settings key is the one this audit would
+    write); None when the model must be audited."""
+    from .card import settings_key
+    from .pipeline import expected_key
 
     if not report_path.is_file():
         return None
@@ -106,13 +92,11 @@ def up_to_date(report_path: Path, o: AuditOptions, documents: str, hub: Callable
         report = Report.load(report_path)
     except ReportError:
         return None  # unreadable or of another schema: measured again, and replaced
-    if (report.settings != o.settings() or report.corpus.documents != documents
-            or report.tool_version.split(".")[0] != __version__.split(".")[0]):
-        return None
-    weights, sha = weights_identity(o, hub)
-    if weights is not None and report.model.weights is not None:
-        return report if weights == report.model.weights else None
-    return report if sha is not None and sha == report.model.revision else None
+    if report.settings != o.settings() or report.corpus.documents != documents:
+        return None  # what the options tell, before the weights are fingerprinted (a local one is hashed)
+    if report.model.weights is None and report.model.revision is None:
+        return None  # nothing identifies the weights it measured
+    return report if settings_key(report) == expected_key(o, hub, documents)[1] else None
 
 
 @dataclass

@@ -48,15 +48,14 @@ def resolve_source(o: AuditOptions, hub_factory: Callable[[], object]):
     are downloaded."""
     from .loading import check_config, check_remote_code, dir_source, local_source, looks_local, parse_config
 
-    from .errors import UsageError
-
     if looks_local(o.model):
         if o.revision:
+            from .errors import UsageError
+
             raise UsageError("--revision applies to Hub repos only; drop it for a local checkpoint")
         source = local_source(o.model)
         check_remote_code(source, o.trust_remote_code)
         return source
-
     hub = hub_factory()
     sha = hub.resolve_revision(o.model, o.revision)
     config = hub.read_text(o.model, "config.json", sha)
@@ -88,21 +87,30 @@ def documents_of(o: AuditOptions, hub_factory: Callable[[], Any]) -> str:
     return documents_fingerprint(select(docs, o.samples, o.seed))
 
 
-def expected_key(o: AuditOptions, hub: Any) -> tuple[str, str]:
-    """(commit sha, settings key) an audit of the Hub repo `o.model` with `o` would publish, from
-    the Hub's file metadata and the corpus alone: no weight is downloaded."""
+def expected_key(o: AuditOptions, hub_factory: Callable[[], Any], documents: Optional[str] = None) -> tuple[Optional[str], str]:
+    """(commit sha, settings key) an audit of `o.model` with `o` would write, without loading the model:
+    a Hub repo's weights fingerprint from its file metadata (no weight is downloaded), a local
+    checkpoint's by hashing its weight files. `documents`: the corpus documents' fingerprint, when known."""
     from . import __version__
     from .card import key_of
+    from .loading import looks_local
 
-    sha = hub.resolve_revision(o.model, o.revision)
-    weights = hub.weights_fingerprint(o.model, sha, gguf_file=o.gguf_file)
-    return sha, key_of(weights, sha, documents_of(o, lambda: hub), o.settings(), __version__.split(".")[0])
+    if looks_local(o.model):
+        from .loading import local_source
+        from .weights import local_fingerprint
+
+        source = local_source(o.model)
+        sha, weights = None, local_fingerprint(source.path, source.gguf_file)
+    else:
+        hub = hub_factory()
+        sha = hub.resolve_revision(o.model, o.revision)
+        weights = hub.weights_fingerprint(o.model, sha, gguf_file=o.gguf_file)
+    documents = documents or documents_of(o, hub_factory)
+    return sha, key_of(weights, sha, documents, o.settings(), __version__.split(".")[0])
 
 
 def _settings(o: AuditOptions) -> str:
     """What every process of a data-parallel run must share: the options, the token left out."""
-    import dataclasses
-
     return repr({k: v for k, v in dataclasses.asdict(o).items() if k not in ("token", "progress", "command")})
 
 
@@ -221,11 +229,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
                                            sum(s.nonfinite for s in out.sites)) for fmt in ("fp16", "bf16")),
         settings=o.settings(),
     )
-    if base is None:
-        return report
-    from .comparison import baseline_change
-
-    return dataclasses.replace(report, baseline=baseline_change(report, base.report, base.label))
+    return _with_baseline(report, base)
 
 
 def rebase(report: Report, o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None,
@@ -235,6 +239,11 @@ def rebase(report: Report, o: AuditOptions, *, echo: Callable[[str], None] = lam
     from .hub import lazy_hub
 
     base = _read_baseline(o, lazy_hub(o.token, progress=o.progress), strict_baseline, echo) if o.baseline else None
+    return _with_baseline(report, base)
+
+
+def _with_baseline(report: Report, base: Any) -> Report:
+    """`report` with its change against `base` (a sources.Loaded), or with none when `base` is None."""
     if base is None:
         return dataclasses.replace(report, baseline=None)
     from .comparison import baseline_change

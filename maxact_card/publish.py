@@ -101,15 +101,24 @@ def _same_settings(readme: Optional[str], key: str) -> bool:
     return meta is not None and meta.get("settings_key") == key
 
 
-def already_published(hub: "Hub", repo_id: str, sha: str, key: str, user: Optional[str]) -> Optional[tuple[str, str]]:
-    """(where, revision) when the card at `sha`, or an open pull request of this tool by anyone,
-    already carries the activation range with settings key `key`: `where` says which, `revision` is
-    where its report can be read. None when there is something to publish."""
+@dataclass(frozen=True)
+class Published:
+    """Where a measurement already is: the card at a commit, or an open pull request of this tool."""
+
+    where: str  # the sentence that says so
+    revision: str  # where its report can be read
+    pr: Optional[int] = None
+
+
+def already_published(hub: "Hub", repo_id: str, sha: str, key: str, user: Optional[str]) -> Optional[Published]:
+    """Where the card at `sha`, or an open pull request of this tool by anyone, already carries the
+    activation range with settings key `key`; None when there is something to publish."""
     if _same_settings(hub.read_text(repo_id, README_NAME, sha), key):
-        return f"{repo_id}@{sha[:12]} already carries an activation range for these settings", sha
+        return Published(f"{repo_id}@{sha[:12]} already carries an activation range for these settings", sha)
     for num, author in _same_key_prs(hub, repo_id, key):
         by = "" if author == user else f" (by {author})"
-        return f"pull request #{num}{by} on {repo_id} already carries this activation range", f"refs/pr/{num}"
+        return Published(f"pull request #{num}{by} on {repo_id} already carries this activation range",
+                         f"refs/pr/{num}", num)
     return None
 
 
@@ -120,15 +129,15 @@ def published_report(hub: "Hub", options: "AuditOptions", user: Optional[str], o
     when given), else None."""
     from .pipeline import expected_key
 
-    sha, key = expected_key(options, hub)
+    sha, key = expected_key(options, lambda: hub)
     done = already_published(hub, options.model, sha, key, user)
-    text = hub.read_text(options.model, REPORT_NAME, done[1]) if done else None
+    text = hub.read_text(options.model, REPORT_NAME, done.revision) if done else None
     if done is None or text is None:
         return None  # nothing published, or a card edited by hand: measure
     report = Report.from_json(text)
     if out_dir is not None:
         path = report.save(out_dir / REPORT_NAME)
-        echo(f"{done[0]}; nothing to do before any download (--force audits and publishes again); its report: {path}")
+        echo(f"{done.where}; nothing to do before any download (--force audits and publishes again); its report: {path}")
     return report
 
 
@@ -181,9 +190,8 @@ def open_pr(
     user = hub.whoami() if not dry_run or hub.has_token() else None
     done = None if force else already_published(hub, repo_id, sha, key, user)
     if done is not None:
-        echo(f"{done[0]}; nothing to do (--force publishes again)")
-        pr_num = int(done[1].rsplit("/", 1)[-1]) if done[1].startswith("refs/pr/") else None
-        return PublishResult("unchanged", None, pr_num, "", ())
+        echo(f"{done.where}; nothing to do (--force publishes again)")
+        return PublishResult("unchanged", None, done.pr, "", ())
     pr = hub.find_open_pr(repo_id, author=user, title=PR_TITLE) if user else None
 
     readme = render_readme(report, current, template=template)
