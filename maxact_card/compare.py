@@ -16,8 +16,6 @@ from typing import Any, Optional, Sequence
 from .comparison import differences, fmt_m, fmt_ratio, fp16_headroom, m_of, short
 from .report import Report
 
-FORMATS = ("text", "markdown", "csv", "json")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -102,27 +100,27 @@ def display(table: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+RIGHT_ALIGNED = {"M", "layer", "fp16 headroom", "tokens"}
+
+
 def to_text(table: Sequence[Row]) -> str:
     header, cells = display(table)
-    right = {"M", "layer", "fp16 headroom", "tokens"}
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(values, widths, header)).rstrip()
+        return "  ".join(v.rjust(w) if h in RIGHT_ALIGNED else v.ljust(w) for v, w, h in zip(values, widths, header)).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)]) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def to_markdown(table: Sequence[Row]) -> str:
+    from .card import md_cell
+
     header, cells = display(table)
-    right = {"M", "layer", "fp16 headroom", "tokens"}
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if h in right else "---" for h in header) + "|"]
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if h in RIGHT_ALIGNED else "---" for h in header) + "|"]
     for r in cells:
-        out.append("| " + " | ".join(_md(v) for v in [f"`{r[0]}`", *r[1:]]) + " |")
+        out.append("| " + " | ".join(md_cell(v) for v in [f"`{r[0]}`", *r[1:]]) + " |")
     return "\n".join(out) + "\n"
 
 
