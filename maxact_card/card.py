@@ -136,23 +136,25 @@ def _environment() -> Any:
     return env
 
 
+def _user_template(env: Any, template: Path) -> Any:
+    """A user's template, read and compiled: one line for a file that cannot be read."""
+    path = Path(template)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--template {path}: no such file; pass a Jinja2 markdown template") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--template {path}: cannot read it ({exc}); pass a UTF-8 text file") from None
+    return env.from_string(text)
+
+
 def _render(name: str, context: dict[str, Any], template: Optional[Path] = None) -> str:
     import jinja2
 
     env = _environment()
     label = str(template) if template is not None else name
     try:
-        if template is None:
-            tpl = env.get_template(name)
-        else:
-            path = Path(template)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UsageError(f"--template {path}: no such file; pass a Jinja2 markdown template") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"--template {path}: cannot read it ({exc}); pass a UTF-8 text file") from None
-            tpl = env.from_string(text)
+        tpl = env.get_template(name) if template is None else _user_template(env, template)
         return tpl.render(**context)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(f"template {label}, line {exc.lineno}: {exc.message}; fix the template") from None
@@ -174,6 +176,7 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         for k in sorted(report.kinds, key=lambda k: (order.get(k.kind, len(order)), k.kind))
     ]
     quant = report.quant
+    urls = project_urls()
     headroom = []
     for h in report.headroom:
         ratio = m / h.max_finite if m is not None and h.max_finite > 0 else h.ratio
@@ -231,8 +234,8 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "metadata_key": METADATA_KEY,
         "paper_url": PAPER_URL,
         "paper_title": PAPER_TITLE,
-        "project_url": project_urls().get("homepage", PROJECT_URL),
-        "issues_url": project_urls().get("issues"),
+        "project_url": urls.get("homepage", PROJECT_URL),
+        "issues_url": urls.get("issues"),
         "files": ["README.md", FIGURE_NAME, REPORT_NAME],
         "begin_marker": BEGIN_MARKER,
         "end_marker": END_MARKER,
@@ -298,11 +301,7 @@ def check_template(template: Optional[Path]) -> None:
     import jinja2
 
     try:
-        text = Path(template).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--template {template}: cannot read it ({exc}); pass a UTF-8 text file") from None
-    try:
-        _environment().parse(text)
+        _user_template(_environment(), template)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(f"template {template}, line {exc.lineno}: {exc.message}; fix the template") from None
 
