@@ -113,8 +113,12 @@ def render_png(report: Report) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if data:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
+    return _png(fig)
 
+
+def _png(fig: Any) -> bytes:
+    """The laid-out figure as PNG bytes, with no timestamp or software tag: same figure, same bytes."""
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
@@ -185,7 +189,4 @@ def render_compare_png(reports: list[Report], labels: list[str]) -> bytes:
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     if any(pts for _, pts in curves):
         right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
+    return _png(fig)
