@@ -228,6 +228,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
         dtype_verdicts=tuple(dtype_verdict(fmt, peak.abs if peak else 0.0, site_max,
                                            sum(s.nonfinite for s in out.sites)) for fmt in ("fp16", "bf16")),
         settings=o.settings(),
+        experts=out.experts,
     )
     return _with_baseline(report, base)
 

@@ -18,16 +18,17 @@ from typing import Any, Optional
 from .errors import ReportError
 from .files import write_atomic
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
 # Reported separately: not part of the residual stream.
-SEPARATE_KINDS = ("mlp.gate", "mlp.down_in", "router")
+SEPARATE_KINDS = ("mlp.gate", "mlp.down_in", "mlp.experts.gate", "mlp.experts.down_in", "router")
 # The quant check's sites that are linear-layer inputs (what W8A8 kernels quantize): these decide
 # the verdicts; residual-stream sites are reported beside them.
 LINEAR_INPUT_SUFFIXES = (".in", ".down_in")
-KIND_ORDER = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp", "residual", "final_norm")
+KIND_ORDER = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp.experts.gate", "mlp.experts.down_in", "mlp",
+              "residual", "final_norm")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Location:
     token: str
     channel: int
     sign: int
+    expert: Optional[int] = None  # at a per-expert site: the expert (schema 1.5)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,32 @@ class SiteStats:
     top: tuple[TopValue, ...]
     massive: int
     top_channels: tuple[ChannelMax, ...]
+    # Per-expert sites (schema 1.5): each expert's max |a| and where (None: no token reached it).
+    per_expert: tuple[Optional[TopValue], ...] = ()
+
+
+@dataclass(frozen=True)
+class ExpertLayer:
+    """Routing and per-expert extremes of one MoE layer over the corpus (schema 1.5).
+
+    `routed`: (token, expert) assignments of real tokens per expert; `dead`: experts no token was
+    routed to; `imbalance`: the largest expert's share of the assignments over the mean share.
+    `router`: the module whose output is the router logits (pre-softmax) of the layer.
+    `uncalibrated`: experts without a calibration token (quantized with the layer's scale)."""
+
+    layer: int
+    experts: int
+    router: str
+    routed: tuple[int, ...]
+    dead: tuple[int, ...]
+    imbalance: float
+    down_in_absmax: Optional[float]
+    down_in_expert: Optional[int]
+    uncalibrated: tuple[int, ...] = ()
+
+    @property
+    def reached(self) -> int:
+        return self.experts - len(self.dead)
 
 
 @dataclass(frozen=True)
@@ -295,6 +323,8 @@ class Report:
     # The options that change a number, and the change against --baseline. Schema 1.4.
     settings: Optional[AuditSettings] = None
     baseline: Optional[BaselineChange] = None
+    # One entry per MoE layer with fused experts. Schema 1.5.
+    experts: tuple[ExpertLayer, ...] = ()
 
     def verdict(self, fmt: str) -> Optional[Verdict]:
         """The verdict on `fmt` every output shows: fp16 and bf16 from `dtype_verdicts` (older

@@ -2,7 +2,11 @@
 
 Canonical names (the same for every architecture):
     embed, layers.{i}.attn, layers.{i}.mlp.gate, layers.{i}.mlp.down_in, layers.{i}.router,
-    layers.{i}.mlp, layers.{i}.residual, final_norm
+    layers.{i}.mlp.experts.gate, layers.{i}.mlp.experts.down_in, layers.{i}.mlp, layers.{i}.residual,
+    final_norm
+
+The per-expert sites of fused experts (3-D weights) are not hooked: the experts seam
+(measure/experts.py) feeds them (`capture="experts"`).
 
 Each site says which module to hook, whether its input or output is the activation, and how to
 pull the activation tensor out of what the module returns.
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from torch import nn
+
+import torch
 
 from .errors import UnsupportedArchitectureError
 
@@ -37,7 +43,7 @@ class Site:
     kind: str
     layer: Optional[int]
     module: nn.Module
-    capture: str = "output"
+    capture: str = "output"  # "output", "input", or "experts" (fed by the experts seam)
     select: int = 0
     half: bool = False
     flat: bool = False
@@ -48,6 +54,17 @@ class ModelSites:
     sites: tuple[Site, ...]
     num_layers: int
     layers: tuple[nn.Module, ...]
+    # MoE layers with fused experts: (layer, the module giving its router logits, "mlp.gate (Class)").
+    routers: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def hooked(self) -> tuple[Site, ...]:
+        """The sites forward hooks read (all but the per-expert ones)."""
+        return tuple(s for s in self.sites if s.capture != "experts")
+
+    @property
+    def expert_sites(self) -> tuple[Site, ...]:
+        return tuple(s for s in self.sites if s.capture == "experts")
 
 
 def find_decoder(model: nn.Module) -> nn.Module:
@@ -116,6 +133,11 @@ def _layer_sites(i: int, layer: nn.Module) -> list[Site]:
     router = _first(mlp, ROUTER_NAMES) if hasattr(mlp, "experts") else None
     if router is not None:
         sites.append(Site(f"{p}.router", "router", i, router, flat=True))
+    experts = getattr(mlp, "experts", None)
+    if is_fused(experts):
+        if experts.has_gate:
+            sites.append(Site(f"{p}.mlp.experts.gate", "mlp.experts.gate", i, experts, capture="experts"))
+        sites.append(Site(f"{p}.mlp.experts.down_in", "mlp.experts.down_in", i, experts, capture="experts"))
     sites.append(Site(f"{p}.mlp", "mlp", i, mlp_out))
     sites.append(Site(f"{p}.residual", "residual", i, layer))
     return sites
@@ -132,4 +154,21 @@ def find_sites(model: nn.Module) -> ModelSites:
     norm = _first(decoder, NORM_NAMES)
     if norm is not None:
         sites.append(Site("final_norm", "final_norm", None, norm))
-    return ModelSites(tuple(sites), len(layers), layers)
+    return ModelSites(tuple(sites), len(layers), layers, _routers(layers, sites))
+
+
+def is_fused(module: Optional[nn.Module]) -> bool:
+    """Experts whose forward goes through transformers' experts registry (3-D weights)."""
+    return module is not None and hasattr(module, "has_gate") and isinstance(getattr(module, "down_proj", None),
+                                                                              torch.Tensor)
+
+
+def _routers(layers: tuple[nn.Module, ...], sites: list[Site]) -> tuple[tuple[int, str], ...]:
+    """(layer, "mlp.gate (Qwen3MoeTopKRouter)") for each layer with per-expert sites: the module
+    whose output (its first element) is the router logits."""
+    out = []
+    for i in sorted({s.layer for s in sites if s.capture == "experts"}):
+        router = next((s.module for s in sites if s.layer == i and s.kind == "router"), None)
+        path = next((n for n, m in layers[i].named_modules() if m is router), None)
+        out.append((i, f"{path} ({type(router).__name__})" if router is not None else "none"))
+    return tuple(out)

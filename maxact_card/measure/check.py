@@ -21,8 +21,9 @@ from ..quant import Quantizer, RowSums, build_verdicts, end_to_end, recommendati
 from ..quant.blocks import NVFP4_SPAN_LIMIT
 from ..quant.uncertainty import delta_nll_intervals
 from ..report import LINEAR_INPUT_SUFFIXES, BlockSpan, QuantReport, SiteQuantError
-from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site
+from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site, is_fused
 from .context import BatchContext
+from .expert_check import ExpertCheck, ExpertInputs, ExpertQuantizer
 from .hooks import hooked
 from .observers import Observer
 from .quant_observers import ErrorObserver, LossObserver, RangeObserver
@@ -45,8 +46,8 @@ class LinearInput:
 def linear_inputs(model_sites: ModelSites) -> list[LinearInput]:
     """Every attention/MLP linear layer's input, grouped where siblings share it.
 
-    MoE experts keep their projections as fused 3-D weights; their common input (the MoE block's
-    input, what the experts' gate/up projections read) stands for them."""
+    Fused experts (3-D weights) are quantized per expert inside the experts seam (expert_check.py);
+    other experts modules without linear layers are quantized at their common input."""
     out: list[LinearInput] = []
     for i, layer in enumerate(model_sites.layers):
         for kind, names in (("attn", ATTN_NAMES), ("mlp", MLP_NAMES)):
@@ -63,8 +64,8 @@ def linear_inputs(model_sites: ModelSites) -> list[LinearInput]:
                     owner = path
                 groups.setdefault(owner, []).append(mod)
             experts = getattr(block, "experts", None)
-            if isinstance(experts, nn.Module) and not isinstance(experts, nn.ModuleList):
-                groups["experts"] = [experts]
+            if isinstance(experts, nn.Module) and not isinstance(experts, nn.ModuleList) and not is_fused(experts):
+                groups["experts"] = [experts]  # fused experts: each expert's inputs (expert_check.py)
             for owner, members in groups.items():
                 name = f"layers.{i}.mlp.down_in" if (kind, owner) == ("mlp", "down_proj") else f"layers.{i}.{kind}.{owner}.in"
                 site = Site(name, "linear_in", i, _submodule(block, owner), capture="input")
@@ -86,18 +87,29 @@ def error_sites(model_sites: ModelSites, inputs: Sequence[LinearInput]) -> list[
 class Calibration:
     """max |a| and log-histogram of each quantized site over the calibration samples."""
 
-    def __init__(self, sites: Sequence[Site], *, accelerator: Optional[bool] = None) -> None:
+    def __init__(self, sites: Sequence[Site], *, accelerator: Optional[bool] = None,
+                 experts: Sequence[ExpertInputs] = ()) -> None:
         self.sites = list(sites)
         self.ranges = [RangeObserver(accelerator=accelerator) for _ in self.sites]
+        self.experts = ExpertCheck(experts, accelerator=accelerator)
 
     def observers(self) -> list[Observer]:
-        return list(self.ranges)
+        return list(self.ranges) + self.experts.observers()
 
-    def hooks(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
-        return hooked(self.sites, [r.update for r in self.ranges], ctx)
+    @contextlib.contextmanager
+    def hooks(self, ctx: BatchContext) -> Iterator[None]:
+        with hooked(self.sites, [r.update for r in self.ranges], ctx), self.experts.calibration_taps(ctx):
+            yield
 
     def block_spans(self) -> dict[str, float]:
-        return {site.name: r.block_span() for site, r in zip(self.sites, self.ranges)}
+        return {**{site.name: r.block_span() for site, r in zip(self.sites, self.ranges)}, **self.experts.block_spans()}
+
+    def uncalibrated(self) -> dict[int, tuple[int, ...]]:
+        """MoE layer -> the experts no calibration token was routed to."""
+        return self.experts.uncalibrated()
+
+    def expert_quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[ExpertQuantizer, ...]]:
+        return self.experts.quantizers(percentiles)
 
     def quantizers(self, percentiles: Sequence[float]) -> dict[str, tuple[Quantizer, ...]]:
         out = {}
@@ -124,11 +136,15 @@ class Evaluation:
     softcap: Optional[float]
     accelerator: Optional[bool] = None  # True: the accelerator path on the CPU too (no per-token shortcut)
     samples: int = 0  # corpus samples: the losses are kept per sample too
+    experts: ExpertCheck = field(default_factory=lambda: ExpertCheck(()))
+    expert_quantizers: dict = field(default_factory=dict)  # site name -> tuple[ExpertQuantizer, ...]
     errors: dict = field(init=False)
     losses: list = field(init=False)
 
     def __post_init__(self) -> None:
         self.errors = {(s.name, q.name): ErrorObserver() for s in self.sites for q in self.quantizers.get(s.name, ())}
+        self.errors.update({(n, q.name): ErrorObserver() for n, _ in self.experts.names
+                            for q in self.expert_quantizers.get(n, ())})
         self.losses = [LossObserver(samples=self.samples) for _ in range(1 + len(self.e2e_formats))]
         self.hidden: Optional[torch.Tensor] = None
 
@@ -138,8 +154,11 @@ class Evaluation:
     @contextlib.contextmanager
     def baseline_hooks(self, ctx: BatchContext) -> Iterator[None]:
         with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx), \
-                self._hidden_hook(ctx):
+                self.experts.error_taps(self.expert_quantizers, self.errors, ctx), self._hidden_hook(ctx):
             yield
+
+    def site_layers(self) -> dict[str, Optional[int]]:
+        return {**{s.name: s.layer for s in self.sites}, **dict(self.experts.names)}
 
     @contextlib.contextmanager
     def quantized_hooks(self, fmt: str, ctx: BatchContext) -> Iterator[None]:
@@ -150,6 +169,7 @@ class Evaluation:
             for li in self.inputs:
                 q = next(q for q in self.quantizers[li.site.name] if q.name == fmt)
                 stack.enter_context(_quantize_inputs(li.linears, q))
+            stack.enter_context(self.experts.quantize_taps(self.expert_quantizers, fmt))
             yield
 
     def _hidden_hook(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:

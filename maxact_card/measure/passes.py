@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional, Sequence
+from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,13 +20,17 @@ from torch import nn
 from ..errors import UnsupportedArchitectureError, UsageError
 from ..loading import text_config
 from ..quant import e2e_formats
-from ..report import QuantReport, SiteStats
+from ..report import ExpertLayer, QuantReport, SiteStats
 from ..sites import ModelSites
 from .batches import estimate_batch_size, plan_batches, run_batches
 from .check import Calibration, Evaluation, error_sites, linear_inputs
+from .expert_check import expert_inputs
 from .context import BatchContext
 from .distributed import Group
+from .expert_stats import ProbeExperts
+from .experts import experts_seam
 from .hooks import forward, hooked, input_device, release_heap
+from .observers import Observer
 from .results import peak_of, site_maxima
 from .site_stats import SiteBank, SiteInfo
 
@@ -52,31 +56,42 @@ class Measurement:
     quant: Optional[QuantReport]
     processes: int = 1
     sample_max: tuple[float, ...] = ()  # max |a| of each sample over every site (-1: not measured)
+    experts: tuple[ExpertLayer, ...] = ()  # one per MoE layer with fused experts
 
 
 def site_bank(model_sites: ModelSites, device: torch.device, *, hist_stride: int = HIST_STRIDE,
               accelerator: Optional[bool] = None, samples: int = 0) -> SiteBank:
-    infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual") for s in model_sites.sites]
+    infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual") for s in model_sites.hooked]
     return SiteBank(infos, device, hist_stride=hist_stride, accelerator=accelerator, samples=samples)
 
 
 class Probe:
-    """The probe's hooks on a model, and the fold that follows each forward pass."""
+    """The probe's hooks on a model (and its taps inside fused experts), and the fold that follows
+    each forward pass."""
 
     def __init__(self, model: nn.Module, model_sites: ModelSites, *, hist_stride: int = HIST_STRIDE,
                  accelerator: Optional[bool] = None, samples: int = 0) -> None:
-        self.model, self.sites = model, model_sites.sites
+        self.model, self.sites, self.order = model, model_sites.hooked, [s.name for s in model_sites.sites]
         device = input_device(model)
         if device.type == "mps":  # no float64 there: the statistics read host copies (hooks.py)
             device = torch.device("cpu")
         self.bank = site_bank(model_sites, device, hist_stride=hist_stride, accelerator=accelerator, samples=samples)
+        self.experts = ProbeExperts(model_sites, device) if model_sites.expert_sites else None
 
-    def hooks(self, ctx: BatchContext) -> ContextManager[None]:
+    def observers(self) -> list[Observer]:
+        return [self.bank] + ([self.experts.bank] if self.experts else [])
+
+    def _bank_hooks(self, ctx: BatchContext) -> ContextManager[None]:
         return hooked(self.sites, [self.bank.hook(i) for i in range(len(self.sites))], ctx)
+
+    @contextlib.contextmanager
+    def hooks(self, ctx: BatchContext) -> Iterator[None]:
+        with self._bank_hooks(ctx), self.experts.taps(ctx) if self.experts else contextlib.nullcontext():
+            yield
 
     def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
-        hold a massive activation), run the batch again with the probe alone."""
+        hold a massive activation), run the batch again with the hooks of the bank alone."""
         for _ in range(MAX_RERUNS + 1):
             need = self.bank.fold(ctx)
             if ctx.valid.device.type == "cpu":
@@ -85,7 +100,7 @@ class Probe:
                 return
             for site, mode in need:
                 self.bank.set_mode(site, mode)
-            with self.hooks(ctx):
+            with self._bank_hooks(ctx):
                 forward(self.model, ctx.input_ids, attention_mask)
         raise RuntimeError("the probe's fold did not settle")  # pragma: no cover - modes only escalate
 
@@ -93,6 +108,16 @@ class Probe:
         with self.hooks(ctx):
             forward(self.model, ctx.input_ids, attention_mask)
         self.settle(ctx, attention_mask)
+
+    def result(self, decode: Callable[[int], str]) -> tuple[SiteStats, ...]:
+        """Every site's statistics, in forward order."""
+        found = {s.name: s for s in self.bank.result(decode)}
+        if self.experts:
+            found.update((s.name, s) for s in self.experts.bank.result(decode))
+        return tuple(found[n] for n in self.order)
+
+    def expert_layers(self, sites: Sequence[SiteStats], uncalibrated=None) -> tuple[ExpertLayer, ...]:
+        return self.experts.bank.layers(self.experts.routers, sites, uncalibrated) if self.experts else ()
 
 
 def measure(
@@ -132,7 +157,8 @@ def measure(
     bs = batch_size or group.smallest(estimate_batch_size(model, max(lengths), with_logits=False))
     tokens = sum(lengths)  # every token of a sample is real (padding is added)
     inputs = linear_inputs(model_sites) if check else []
-    cal = Calibration(error_sites(model_sites, inputs), accelerator=accelerator) if check else None
+    cal = Calibration(error_sites(model_sites, inputs), accelerator=accelerator,
+                      experts=expert_inputs(model_sites)) if check else None
 
     def calib_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         with probe.hooks(ctx), cal.hooks(ctx) if cal is not None else contextlib.nullcontext():
@@ -142,16 +168,17 @@ def measure(
     plan1 = plan_batches(lengths, first, bs)
     plan = group.share(plan1)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), experts_seam(model):
         with progress(sum(len(p.samples) for p in plan), "calibrate" if check else "probe") as advance:
             bs = run_batches(model, corpus_ids, plan, pad_id, calib_step, adaptive=adaptive,
-                             observers=[probe.bank] + (cal.observers() if cal else []), on_batch=advance,
+                             observers=probe.observers() + (cal.observers() if cal else []), on_batch=advance,
                              on_oom=probe.bank.discard)
         probe_s = time.perf_counter() - start
         if cal is None:
-            group.merge([probe.bank])
-            return Measurement(probe.bank.result(decode), tokens, probe_s, 0.0, None, group.world,
-                               tuple(probe.bank.sample_max.tolist()))
+            group.merge(probe.observers())
+            sites = probe.result(decode)
+            return Measurement(sites, tokens, probe_s, 0.0, None, group.world,
+                               tuple(probe.bank.sample_max.tolist()), probe.expert_layers(sites))
         group.merge(cal.observers())
         final_norm = next((s for s in model_sites.sites if s.kind == "final_norm"), None)
         if final_norm is None:
@@ -161,7 +188,7 @@ def measure(
         formats = tuple(formats) if formats is not None else e2e_formats(percentiles)
         ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
                         model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None), accelerator,
-                        samples=n)
+                        samples=n, experts=cal.experts, expert_quantizers=cal.expert_quantizers(percentiles))
         eval_tokens = sum(lengths[i] for i in rest)
 
         def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
@@ -183,13 +210,14 @@ def measure(
         start = time.perf_counter()
         with progress(sum(len(p.samples) for p in plan), f"evaluate (x{1 + len(formats)} forwards)") as advance:
             run_batches(model, corpus_ids, plan, pad_id, eval_step, adaptive=adaptive,
-                        observers=[probe.bank] + ev.observers(), on_batch=advance, on_oom=dropped)
+                        observers=probe.observers() + ev.observers(), on_batch=advance, on_oom=dropped)
         quant_s = time.perf_counter() - start
-        group.merge([probe.bank] + ev.observers())
-    sites = probe.bank.result(decode)
+        group.merge(probe.observers() + ev.observers())
+    sites = probe.result(decode)
     peak = peak_of(sites)
     absmax = site_maxima(sites)
-    layers = {s.name: s.layer for s in ev.sites}
+    layers = ev.site_layers()
     report = ev.report(len(first), len(rest), eval_tokens, layers, peak.abs if peak else None, absmax,
                        sum(s.nonfinite for s in sites), eval_indices=rest, seed=seed, spans=cal.block_spans())
-    return Measurement(sites, tokens, probe_s, quant_s, report, group.world, tuple(probe.bank.sample_max.tolist()))
+    return Measurement(sites, tokens, probe_s, quant_s, report, group.world, tuple(probe.bank.sample_max.tolist()),
+                       probe.expert_layers(sites, cal.uncalibrated()))

@@ -35,20 +35,27 @@ class RangeObserver(Observer):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, ctx: BatchContext) -> None:
-        if self.absmax.device != x.device:
-            self.absmax, self.hist = self.absmax.to(x.device), self.hist.to(x.device)
-            self.block_max, self.block_min = self.block_max.to(x.device), self.block_min.to(x.device)
         rows = ctx.on(x.device).rows()
-        x2 = x.reshape(-1, x.shape[-1])
-        ok = torch.isfinite(x2) & rows.valid[:, None]
+        self.fold_rows(x.reshape(-1, x.shape[-1]), rows.valid, rows.hist_mask)
+
+    def fold_rows(self, x2: torch.Tensor, valid: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Fold rows x2 [R, C] whose `valid` [R] are real tokens (`mask`: their histogram bits, as
+        `Rows.hist_mask`); returns them with padding and NaN/Inf zeroed."""
+        if self.absmax.device != x2.device:
+            self.absmax, self.hist = self.absmax.to(x2.device), self.hist.to(x2.device)
+            self.block_max, self.block_min = self.block_max.to(x2.device), self.block_min.to(x2.device)
+        ok = torch.isfinite(x2) & valid[:, None]
         xz = torch.where(ok, x2, 0)
         torch.maximum(self.absmax, torch.linalg.vector_norm(xz, ord=math.inf).double(), out=self.absmax)
-        bins = fine_bins(xz, rows.hist_mask).bitwise_right_shift_(1)  # 64 bins per octave
-        add_counts(self.hist, bins, host=x.device.type == "cpu" and not self.accelerator)
+        if mask is None:
+            mask = torch.where(valid, 0x7FFF, 0).to(torch.int32)[:, None]
+        bins = fine_bins(xz, mask).bitwise_right_shift_(1)  # 64 bins per octave
+        add_counts(self.hist, bins, host=x2.device.type == "cpu" and not self.accelerator)
         self.hist[0] -= x2.numel() - ok.sum()  # padding and NaN/Inf were counted as zeros
         top, low = block_amax_range(xz, NVFP4_BLOCK)  # padding rows are zeros in xz: no block there
         torch.maximum(self.block_max, top, out=self.block_max)
         torch.minimum(self.block_min, low, out=self.block_min)
+        return xz
 
     def block_span(self) -> float:
         """Largest over smallest non-zero NVFP4 block amax (0 when no block was non-zero)."""
@@ -73,10 +80,11 @@ class ErrorObserver(Observer):
     @torch.no_grad()
     def update(self, x: torch.Tensor, ctx: BatchContext, xq: Optional[torch.Tensor] = None,
                clip_threshold: Optional[torch.Tensor] = None, rows: Optional[RowSums] = None,
-               elementwise: bool = False) -> None:
+               elementwise: bool = False, valid: Optional[torch.Tensor] = None) -> None:
+        """`valid`: which rows of x are real tokens, where x is not the batch's [B, T, C] (ctx's mask)."""
         if self.sums.device != x.device:
             self.sums = self.sums.to(device=x.device, dtype=acc_dtype(x.device))
-        mask = ctx.on(x.device).valid if ctx is not None else None
+        mask = valid if valid is not None else ctx.on(x.device).valid if ctx is not None else None
         self.sums += error_sums(x, x if xq is None else xq, mask, clip_threshold, rows, elementwise).to(self.sums.dtype)
 
     def result(self) -> dict[str, float]:

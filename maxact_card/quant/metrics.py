@@ -78,7 +78,9 @@ def _elementwise_sums(x, xq, mask, clip_threshold) -> torch.Tensor:
 
 def _row_sums(x, xq, mask, clip_threshold, rows: Optional[RowSums]) -> Optional[torch.Tensor]:
     """The CPU fast path (no mask or where tensor, one error tensor); None when a real token holds
-    a NaN/Inf in x or xq (the elementwise path then counts and excludes them)."""
+    a NaN/Inf in x or xq, or when the clip threshold is one per row (the elementwise path then)."""
+    if clip_threshold is not None and clip_threshold.dim():
+        return None
     rows = rows if rows is not None else RowSums.of(x)
     err = (x.float() - xq.float()).reshape(rows.x.shape)
     e2 = torch.linalg.vector_norm(err, dim=-1)

@@ -1,0 +1,250 @@
+"""Inside the experts: per-expert statistics of the experts sites, routing counts, calibration ranges.
+
+The experts seam (experts.py) hands these observers rows: one per (token, expert) assignment, with
+the expert of each row and its token (an index into the batch's flattened tokens). Padding tokens
+are routed like real ones; their rows never count. Everything reduces on the rows' device into
+preallocated state, with no host sync:
+
+* `ExpertBank`: for every experts site (`layers.{i}.mlp.experts.gate`, `.down_in`) the count, sums,
+  signed extremes and each expert's max |a| with its location (ties: the earliest token), and for
+  every MoE layer the assignments per expert;
+* `ExpertRange`: what a static scale needs, per expert (max |a|, calibration assignments) and over
+  the layer's experts together (the log-histogram for clip percentiles, NVFP4's block amaxes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..report import ExpertLayer, Location, SiteStats, TopValue
+from ..sites import ModelSites
+from .context import NO_KEY, BatchContext
+from .experts import Observing, tapped
+from .observers import KeepBest, Merge, Observer
+from .quant_observers import RangeObserver
+from .site_stats import TOP_K
+
+BEST = KeepBest(1, "e_score", "e_key", ("e_score", "e_key", "e_val", "e_loc"), dim=2)
+
+
+@dataclass(frozen=True)
+class ExpertSite:
+    name: str
+    kind: str  # "mlp.experts.gate" | "mlp.experts.down_in"
+    layer: int
+    slot: int  # the MoE layer's row in the routing counts
+
+
+def _valid_rows(ctx: BatchContext, token_g: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, object]:
+    rows = ctx.on(device).rows()
+    return rows.valid[token_g], rows
+
+
+def best_rows(score: torch.Tensor, key: torch.Tensor, group: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
+    """Per group (expert): the highest score, the smallest key among the rows holding it, and that
+    row's index (-1 where the group has no row with score >= 0). No host sync."""
+    dev = score.device
+    best = torch.full((groups,), -1.0, dtype=score.dtype, device=dev).scatter_reduce(0, group, score, "amax")
+    cand = (score == best[group]) & (score >= 0)
+    bkey = torch.full((groups,), NO_KEY, dtype=torch.int64, device=dev).scatter_reduce(
+        0, group, torch.where(cand, key, NO_KEY), "amin")
+    win = cand & (key == bkey[group])
+    idx = torch.arange(score.shape[0], device=dev)
+    row = torch.full((groups,), -1, dtype=torch.int64, device=dev).scatter_reduce(
+        0, group, torch.where(win, idx, -1), "amax")
+    return best, bkey, row
+
+
+class ExpertBank(Observer):
+    """Statistics of every experts site, per expert, and the routing counts of every MoE layer."""
+
+    MERGES = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
+              "sum": Merge.SUM, "sumsq": Merge.SUM, "routed": Merge.SUM}
+    GROUPS = (BEST,)
+
+    def __init__(self, sites: Sequence[ExpertSite], layers: int, experts: int,
+                 device: torch.device | str = "cpu") -> None:
+        P, E, dev = len(sites), experts, torch.device(device)
+        f64, i64 = torch.float64, torch.int64
+        self.sites, self.experts = tuple(sites), E
+        self.count = torch.zeros(P, dtype=i64, device=dev)
+        self.nonfinite = torch.zeros(P, dtype=i64, device=dev)
+        self.max = torch.full((P,), -math.inf, dtype=f64, device=dev)
+        self.min = torch.full((P,), math.inf, dtype=f64, device=dev)
+        self.sum = torch.zeros(P, dtype=f64, device=dev)
+        self.sumsq = torch.zeros(P, dtype=f64, device=dev)
+        self.e_score = torch.full((P, E, 1), -1.0, dtype=f64, device=dev)
+        self.e_key = torch.full((P, E, 1), NO_KEY, dtype=i64, device=dev)
+        self.e_val = torch.zeros(P, E, 1, dtype=f64, device=dev)
+        self.e_loc = torch.full((P, E, 1, 4), -1, dtype=i64, device=dev)
+        self.routed = torch.zeros(layers, E, dtype=i64, device=dev)
+
+    def _to(self, device: torch.device) -> None:
+        if self.count.device != device:
+            for n in self.state_names():
+                setattr(self, n, getattr(self, n).to(device))
+
+    @torch.no_grad()
+    def route(self, slot: int, expert_g: torch.Tensor, token_g: torch.Tensor, ctx: BatchContext) -> None:
+        self._to(expert_g.device)
+        valid, _ = _valid_rows(ctx, token_g, expert_g.device)
+        self.routed[slot].index_add_(0, expert_g, valid.to(torch.int64))
+
+    @torch.no_grad()
+    def update_site(self, p: int, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor,
+                    ctx: BatchContext) -> None:
+        if x.shape[0] == 0:
+            return
+        self._to(x.device)
+        valid, rows = _valid_rows(ctx, token_g, x.device)
+        fin = torch.isfinite(x)
+        ok = fin & valid[:, None]
+        xz = torch.where(ok, x, 0)
+        nf = (valid[:, None] & ~fin).sum()
+        self.count[p] += valid.sum() * x.shape[1] - nf
+        self.nonfinite[p] += nf
+        self.max[p] = torch.maximum(self.max[p], torch.where(ok, x, -math.inf).amax().double())
+        self.min[p] = torch.minimum(self.min[p], torch.where(ok, x, math.inf).amin().double())
+        self.sum[p] += xz.sum(dtype=torch.float64)
+        self.sumsq[p] += torch.linalg.vector_norm(xz, 2, -1, dtype=torch.float32).double().square().sum()
+        rmax, rch = xz.abs().max(-1)
+        score = torch.where(valid, rmax.double(), -1.0)
+        key = rows.key[token_g]
+        best, bkey, row = best_rows(score, key, expert_g, self.experts)
+        r = row.clamp(min=0)
+        ch = rch[r]
+        val = xz[r, ch].double()
+        loc = torch.cat([rows.loc[token_g[r]], ch[:, None]], dim=-1)
+        has = row >= 0
+        score, bkey = torch.where(has, best, -1.0), torch.where(has, bkey, NO_KEY)
+        old_s, old_k = self.e_score[p, :, 0], self.e_key[p, :, 0]
+        better = (score > old_s) | ((score == old_s) & (bkey < old_k))
+        self.e_val[p, :, 0] = torch.where(better, val, self.e_val[p, :, 0])
+        self.e_loc[p, :, 0] = torch.where(better[:, None], loc, self.e_loc[p, :, 0])
+        self.e_score[p, :, 0] = torch.where(better, score, old_s)
+        self.e_key[p, :, 0] = torch.where(better, bkey, old_k)
+
+    # -- results ----------------------------------------------------------------------------------------
+    def result(self, decode: Callable[[int], str] = str) -> tuple[SiteStats, ...]:
+        h = {n: t.detach().cpu() for n, t in self.state_dict().items()}
+        return tuple(_site_result(s, p, h, decode) for p, s in enumerate(self.sites))
+
+    def layers(self, moe: Sequence[tuple[int, str]], sites: Sequence[SiteStats],
+               uncalibrated: Optional[dict[int, tuple[int, ...]]] = None) -> tuple[ExpertLayer, ...]:
+        """One ExpertLayer per MoE layer: `moe` lists (layer, router module) in slot order."""
+        routed = self.routed.cpu().tolist()
+        out = []
+        for slot, (layer, router) in enumerate(moe):
+            counts = routed[slot][: self.experts]
+            total = sum(counts)
+            down = next((s for s in sites if s.layer == layer and s.kind == "mlp.experts.down_in"), None)
+            top = down.absmax_location if down is not None else None
+            out.append(ExpertLayer(
+                layer=layer, experts=len(counts), router=router, routed=tuple(counts),
+                dead=tuple(e for e, c in enumerate(counts) if c == 0),
+                imbalance=max(counts) * len(counts) / total if total else 0.0,
+                down_in_absmax=down.absmax if down is not None else None,
+                down_in_expert=top.expert if top is not None else None,
+                uncalibrated=(uncalibrated or {}).get(layer, ()),
+            ))
+        return tuple(out)
+
+
+def _location(loc: Sequence[int], val: float, expert: int, decode) -> Location:
+    s, pos, tok, c = loc
+    return Location(sample=s, position=pos, token_id=tok, token=decode(tok), channel=c, sign=1 if val >= 0 else -1,
+                    expert=expert)
+
+
+def _site_result(info: ExpertSite, p: int, h: dict, decode) -> SiteStats:
+    count, nonfinite = int(h["count"][p]), int(h["nonfinite"][p])
+    scores = h["e_score"][p, :, 0].tolist()
+    vals = h["e_val"][p, :, 0].tolist()
+    locs = h["e_loc"][p, :, 0].tolist()
+    per_expert = tuple(TopValue(value=v, location=_location(loc, v, e, decode)) if sc >= 0 else None
+                       for e, (sc, v, loc) in enumerate(zip(scores, vals, locs)))
+    ranked = sorted((t for t in per_expert if t is not None),
+                    key=lambda t: (-abs(t.value), t.location.sample, t.location.position, t.location.expert))
+    if count == 0 or not ranked:
+        return SiteStats(info.name, info.kind, info.layer, count, nonfinite, None, None, None, None, None, None, None,
+                         None, {}, (), 0, (), per_expert)
+    mean = float(h["sum"][p]) / count
+    ms = float(h["sumsq"][p]) / count
+    return SiteStats(
+        name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=None,
+        max=float(h["max"][p]), min=float(h["min"][p]), absmax=abs(ranked[0].value),
+        absmax_location=ranked[0].location, mean=mean, std=math.sqrt(max(ms - mean * mean, 0.0)), rms=math.sqrt(ms),
+        quantiles={}, top=tuple(ranked[:TOP_K]), massive=0, top_channels=(), per_expert=per_expert,
+    )
+
+
+class ExpertRange(RangeObserver):
+    """A RangeObserver over all experts of one input together, plus each expert's max |a| and its
+    calibration assignments (what per-expert static scales and the uncalibrated list need)."""
+
+    MERGES = {**RangeObserver.MERGES, "expert_absmax": Merge.MAX, "expert_rows": Merge.SUM}
+
+    def __init__(self, experts: int, device: torch.device | str = "cpu", *,
+                 accelerator: Optional[bool] = None) -> None:
+        super().__init__(device, accelerator=accelerator)
+        self.expert_absmax = torch.zeros(experts, dtype=torch.float64, device=device)
+        self.expert_rows = torch.zeros(experts, dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def update_rows(self, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor, ctx: BatchContext) -> None:
+        if self.expert_absmax.device != x.device:
+            self.expert_absmax, self.expert_rows = self.expert_absmax.to(x.device), self.expert_rows.to(x.device)
+        valid, _ = _valid_rows(ctx, token_g, x.device)
+        xz = self.fold_rows(x, valid)
+        self.expert_absmax.scatter_reduce_(0, expert_g, xz.abs().amax(-1).double(), "amax")
+        self.expert_rows.index_add_(0, expert_g, valid.to(torch.int64))
+
+    def uncalibrated(self) -> tuple[int, ...]:
+        return tuple(int(e) for e in (self.expert_rows == 0).nonzero().reshape(-1).tolist())
+
+    def scales_absmax(self) -> torch.Tensor:
+        """Each expert's calibration max |a|; the layer's (all experts) where an expert got no token."""
+        return torch.where(self.expert_rows > 0, self.expert_absmax, self.absmax).float()
+
+
+class _BankTap(Observing):
+    """Feeds one MoE layer's rows into the bank, with the forward's batch context."""
+
+    def __init__(self, bank: ExpertBank, slot: int, gate: Optional[int], down: Optional[int], ctx: BatchContext):
+        self.bank, self.slot, self.gate_p, self.down_p, self.ctx = bank, slot, gate, down, ctx
+
+    def route(self, expert_g, token_g) -> None:
+        self.bank.route(self.slot, expert_g, token_g, self.ctx)
+
+    def gate(self, x, expert_g, token_g) -> None:
+        if self.gate_p is not None:
+            self.bank.update_site(self.gate_p, x, expert_g, token_g, self.ctx)
+
+    def down_in(self, x, expert_g, token_g) -> None:
+        if self.down_p is not None:
+            self.bank.update_site(self.down_p, x, expert_g, token_g, self.ctx)
+
+
+class ProbeExperts:
+    """The probe inside the experts of every MoE layer: the bank and the taps that feed it."""
+
+    def __init__(self, model_sites: ModelSites, device: torch.device) -> None:
+        sites = model_sites.expert_sites
+        layers = [layer for layer, _ in model_sites.routers]
+        self.routers = model_sites.routers
+        self.modules = [next(s.module for s in sites if s.layer == layer) for layer in layers]
+        slot = {layer: k for k, layer in enumerate(layers)}
+        infos = [ExpertSite(s.name, s.kind, s.layer, slot[s.layer]) for s in sites]
+        self.bank = ExpertBank(infos, len(layers), max(m.num_experts for m in self.modules), device)
+        self._index = {(i.layer, i.kind): p for p, i in enumerate(infos)}
+
+    def taps(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
+        taps = [_BankTap(self.bank, k, self._index.get((layer, "mlp.experts.gate")),
+                         self._index.get((layer, "mlp.experts.down_in")), ctx)
+                for k, (layer, _) in enumerate(self.routers)]
+        return tapped(self.modules, taps)
