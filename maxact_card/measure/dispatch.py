@@ -84,7 +84,9 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     from ..quant import format_names
     from ..sites import find_sites
     from .check import Calibration, Evaluation, error_sites, linear_inputs
+    from .expert_check import expert_inputs
     from .context import make_context
+    from .experts import experts_seam
     from .hooks import forward
     from .passes import Probe
 
@@ -92,9 +94,9 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ctx = make_context(input_ids, attention_mask, torch.arange(input_ids.shape[0]), None)
     probe = Probe(model, sites, accelerator=accelerator)
     inputs = linear_inputs(sites)
-    cal = Calibration(error_sites(sites, inputs), accelerator=accelerator)
+    cal = Calibration(error_sites(sites, inputs), accelerator=accelerator, experts=expert_inputs(sites))
     out: dict[str, int] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), experts_seam(model, accelerator):
         forward(model, input_ids, attention_mask)  # lazy initialisation, outside the count
         with cal.hooks(ctx):
             probe.forward(ctx, attention_mask)
@@ -106,7 +108,8 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         final = next(s for s in sites.sites if s.kind == "final_norm")
         formats = format_names(percentiles)  # every registered format, each as its end-to-end forward
         ev = Evaluation(error_sites(sites, inputs), cal.quantizers(percentiles), inputs, formats, final,
-                        model.get_output_embeddings(), None, accelerator)
+                        model.get_output_embeddings(), None, accelerator, experts=cal.experts,
+                        expert_quantizers=cal.expert_quantizers(percentiles))
         for f, fmt in enumerate(formats, start=1):
             with OpCounter() as c:
                 with ev.quantized_hooks(fmt, ctx):

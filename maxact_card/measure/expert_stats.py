@@ -61,7 +61,11 @@ def best_rows(score: torch.Tensor, key: torch.Tensor, group: torch.Tensor, group
 
 
 class ExpertBank(Observer):
-    """Statistics of every experts site, per expert, and the routing counts of every MoE layer."""
+    """Statistics of every experts site, per expert, and the routing counts of every MoE layer.
+
+    Like the probe's SiteBank, a hook only reduces each row into row buffers (five reductions);
+    `fold()` after the forward pass turns the rows of every experts site at once into the state.
+    A row holding a NaN/Inf is left out whole and counted in `nonfinite` (as rows)."""
 
     MERGES = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
               "sum": Merge.SUM, "sumsq": Merge.SUM, "routed": Merge.SUM}
@@ -83,51 +87,85 @@ class ExpertBank(Observer):
         self.e_val = torch.zeros(P, E, 1, dtype=f64, device=dev)
         self.e_loc = torch.full((P, E, 1, 4), -1, dtype=i64, device=dev)
         self.routed = torch.zeros(layers, E, dtype=i64, device=dev)
+        self._rows: Optional[dict[str, torch.Tensor]] = None
+        self._fired = [False] * P
+        self._width = [0] * P
+        # Each site's slot in the routing counts (its down input's rows: every expert layer has one).
+        self._route = torch.tensor([s.slot if s.kind == "mlp.experts.down_in" else -1 for s in sites], device=dev)
 
-    def _to(self, device: torch.device) -> None:
-        if self.count.device != device:
-            for n in self.state_names():
-                setattr(self, n, getattr(self, n).to(device))
-
-    @torch.no_grad()
-    def route(self, slot: int, expert_g: torch.Tensor, token_g: torch.Tensor, ctx: BatchContext) -> None:
-        self._to(expert_g.device)
-        valid, _ = _valid_rows(ctx, token_g, expert_g.device)
-        self.routed[slot].index_add_(0, expert_g, valid.to(torch.int64))
+    def _buffers(self, x: torch.Tensor, S: int) -> dict[str, torch.Tensor]:
+        r = self._rows
+        if r is None or r["rmax"].shape[1] != S or r["rmax"].device != x.device or r["rmax"].dtype != x.dtype:
+            P, dev = len(self.sites), x.device
+            r = {n: torch.empty(P, S, dtype=x.dtype, device=dev) for n in ("rmax", "mx", "mn")}
+            r.update({n: torch.empty(P, S, dtype=torch.float32, device=dev) for n in ("s1", "s2")})
+            r.update({n: torch.zeros(P, S, dtype=torch.int64, device=dev) for n in ("ch", "expert", "token")})
+            self._rows = r
+        return r
 
     @torch.no_grad()
     def update_site(self, p: int, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor,
                     ctx: BatchContext) -> None:
-        if x.shape[0] == 0:
+        """Inside the seam: row reductions of site p's rows x [S, C] into the row buffers."""
+        r = self._buffers(x, x.shape[0])
+        torch.max(x.abs(), -1, out=(r["rmax"][p], r["ch"][p]))
+        torch.amax(x, -1, out=r["mx"][p])
+        torch.amin(x, -1, out=r["mn"][p])
+        torch.sum(x, -1, dtype=torch.float32, out=r["s1"][p])
+        torch.linalg.vector_norm(x, 2, -1, dtype=torch.float32, out=r["s2"][p])
+        r["expert"][p].copy_(expert_g)
+        r["token"][p].copy_(token_g)
+        self._fired[p], self._width[p] = True, x.shape[1]
+
+    def discard(self) -> None:
+        self._fired = [False] * len(self.sites)
+
+    @torch.no_grad()
+    def fold(self, ctx: BatchContext) -> None:
+        """Commit the rows of the forward pass just run (no host sync)."""
+        if not any(self._fired) or self._rows is None:
             return
-        self._to(x.device)
-        valid, rows = _valid_rows(ctx, token_g, x.device)
-        fin = torch.isfinite(x)
-        ok = fin & valid[:, None]
-        xz = torch.where(ok, x, 0)
-        nf = (valid[:, None] & ~fin).sum()
-        self.count[p] += valid.sum() * x.shape[1] - nf
-        self.nonfinite[p] += nf
-        self.max[p] = torch.maximum(self.max[p], torch.where(ok, x, -math.inf).amax().double())
-        self.min[p] = torch.minimum(self.min[p], torch.where(ok, x, math.inf).amin().double())
-        self.sum[p] += xz.sum(dtype=torch.float64)
-        self.sumsq[p] += torch.linalg.vector_norm(xz, 2, -1, dtype=torch.float32).double().square().sum()
-        rmax, rch = xz.abs().max(-1)
-        score = torch.where(valid, rmax.double(), -1.0)
-        key = rows.key[token_g]
-        best, bkey, row = best_rows(score, key, expert_g, self.experts)
-        r = row.clamp(min=0)
-        ch = rch[r]
-        val = xz[r, ch].double()
-        loc = torch.cat([rows.loc[token_g[r]], ch[:, None]], dim=-1)
+        r = self._rows
+        dev = self.count.device
+        P, S = r["rmax"].shape
+        E = self.experts
+        rows = ctx.on(dev).rows()
+        fired = torch.tensor(self._fired, device=dev)
+        token = r["token"].to(dev)
+        expert = r["expert"].to(dev)
+        valid = rows.valid[token] & fired[:, None]
+        rmax, mx, mn = r["rmax"].to(dev).double(), r["mx"].to(dev).double(), r["mn"].to(dev).double()
+        fin = torch.isfinite(rmax)
+        ok = valid & fin
+        width = torch.tensor(self._width, dtype=torch.int64, device=dev)
+        self.count += ok.sum(-1) * width
+        self.nonfinite += (valid & ~fin).sum(-1)
+        torch.maximum(self.max, torch.where(ok, mx, -math.inf).amax(-1), out=self.max)
+        torch.minimum(self.min, torch.where(ok, mn, math.inf).amin(-1), out=self.min)
+        self.sum += torch.where(ok, r["s1"].to(dev).double(), 0).sum(-1)
+        self.sumsq += torch.where(ok, r["s2"].to(dev).double().square(), 0).sum(-1)
+        route = self._route[:, None].expand(P, S)
+        self.routed.view(-1).index_add_(0, (route.clamp(min=0) * E + expert).reshape(-1),
+                                        (valid & (route >= 0)).reshape(-1).to(torch.int64))
+        score = torch.where(ok, rmax, -1.0).reshape(-1)
+        key = rows.key[token].reshape(-1)
+        group = (torch.arange(P, device=dev)[:, None] * E + expert).reshape(-1)
+        best, bkey, row = best_rows(score, key, group, P * E)
         has = row >= 0
-        score, bkey = torch.where(has, best, -1.0), torch.where(has, bkey, NO_KEY)
-        old_s, old_k = self.e_score[p, :, 0], self.e_key[p, :, 0]
-        better = (score > old_s) | ((score == old_s) & (bkey < old_k))
-        self.e_val[p, :, 0] = torch.where(better, val, self.e_val[p, :, 0])
-        self.e_loc[p, :, 0] = torch.where(better[:, None], loc, self.e_loc[p, :, 0])
-        self.e_score[p, :, 0] = torch.where(better, score, old_s)
-        self.e_key[p, :, 0] = torch.where(better, bkey, old_k)
+        i = row.clamp(min=0)
+        ch = r["ch"].to(dev).reshape(-1)[i]
+        loc = torch.cat([rows.loc[token.reshape(-1)[i]], ch[:, None]], dim=-1)
+        # The signed value at the row's largest |a|: its max or its min.
+        val = torch.where(mx.reshape(-1)[i] >= -mn.reshape(-1)[i], mx.reshape(-1)[i], mn.reshape(-1)[i])
+        cand = {"e_score": torch.where(has, best, -1.0).view(P, E, 1), "e_key": torch.where(has, bkey, NO_KEY).view(P, E, 1),
+                "e_val": val.view(P, E, 1), "e_loc": loc.view(P, E, 1, 4)}
+        old_s, old_k = self.e_score, self.e_key
+        better = (cand["e_score"] > old_s) | ((cand["e_score"] == old_s) & (cand["e_key"] < old_k))
+        self.e_val.copy_(torch.where(better, cand["e_val"], self.e_val))
+        self.e_loc.copy_(torch.where(better[..., None], cand["e_loc"], self.e_loc))
+        self.e_score.copy_(torch.where(better, cand["e_score"], old_s))
+        self.e_key.copy_(torch.where(better, cand["e_key"], old_k))
+        self.discard()
 
     # -- results ----------------------------------------------------------------------------------------
     def result(self, decode: Callable[[int], str] = str) -> tuple[SiteStats, ...]:
@@ -217,9 +255,6 @@ class _BankTap(Observing):
 
     def __init__(self, bank: ExpertBank, slot: int, gate: Optional[int], down: Optional[int], ctx: BatchContext):
         self.bank, self.slot, self.gate_p, self.down_p, self.ctx = bank, slot, gate, down, ctx
-
-    def route(self, expert_g, token_g) -> None:
-        self.bank.route(self.slot, expert_g, token_g, self.ctx)
 
     def gate(self, x, expert_g, token_g) -> None:
         if self.gate_p is not None:

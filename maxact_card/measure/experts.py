@@ -39,6 +39,8 @@ class Tap(Protocol):
 
 # experts module -> the taps of the forward passes running now
 _ACTIVE: dict[nn.Module, list] = {}
+# The path inside the seam: None by device (eager's loop on the CPU), True grouped_mm's everywhere.
+_ACCELERATOR: list[Optional[bool]] = [None]
 
 
 def gate_columns(module: nn.Module, proj: torch.Tensor) -> torch.Tensor:
@@ -164,7 +166,8 @@ def experts_forward(self: nn.Module, hidden_states: torch.Tensor, top_k_index: t
     if getattr(self, "_is_expert_parallel", False):  # expert parallelism's sentinels are grouped_mm's own
         return moe.grouped_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights)
     taps = _ACTIVE.get(self)
-    path = _eager_path if hidden_states.device.type == "cpu" else _grouped_path
+    grouped = _ACCELERATOR[0] if _ACCELERATOR[0] is not None else hidden_states.device.type != "cpu"
+    path = _grouped_path if grouped else _eager_path
     return path(self, hidden_states, top_k_index, top_k_weights, taps)
 
 
@@ -186,19 +189,23 @@ def _configs(model: nn.Module) -> list:
 
 
 @contextlib.contextmanager
-def experts_seam(model: nn.Module) -> Iterator[None]:
-    """Inside the block, every fused experts module of `model` runs `experts_forward`."""
+def experts_seam(model: nn.Module, accelerator: Optional[bool] = None) -> Iterator[None]:
+    """Inside the block, every fused experts module of `model` runs `experts_forward`
+    (`accelerator=True`: the accelerator path on the CPU too, as the engine's tests force it)."""
     configs = _configs(model)
     if not configs:
         yield
         return
     register()
     before = [c._experts_implementation for c in configs]
+    saved = _ACCELERATOR[0]
     try:
+        _ACCELERATOR[0] = accelerator
         for c in configs:
             c._experts_implementation = IMPLEMENTATION
         yield
     finally:
+        _ACCELERATOR[0] = saved
         for c, b in zip(configs, before):
             c._experts_implementation = b
 

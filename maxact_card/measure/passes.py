@@ -92,6 +92,8 @@ class Probe:
     def settle(self, ctx: BatchContext, attention_mask: torch.Tensor) -> None:
         """Fold the forward pass just run; where a site needs a costlier mode (NaN/Inf, rows that can
         hold a massive activation), run the batch again with the hooks of the bank alone."""
+        if self.experts:
+            self.experts.bank.fold(ctx)
         for _ in range(MAX_RERUNS + 1):
             need = self.bank.fold(ctx)
             if ctx.valid.device.type == "cpu":
@@ -108,6 +110,12 @@ class Probe:
         with self.hooks(ctx):
             forward(self.model, ctx.input_ids, attention_mask)
         self.settle(ctx, attention_mask)
+
+    def discard(self) -> None:
+        """Forget the rows of a forward pass that did not finish (out of memory)."""
+        self.bank.discard()
+        if self.experts:
+            self.experts.bank.discard()
 
     def result(self, decode: Callable[[int], str]) -> tuple[SiteStats, ...]:
         """Every site's statistics, in forward order."""
@@ -168,11 +176,11 @@ def measure(
     plan1 = plan_batches(lengths, first, bs)
     plan = group.share(plan1)
     start = time.perf_counter()
-    with torch.inference_mode(), experts_seam(model):
+    with torch.inference_mode(), experts_seam(model, accelerator):
         with progress(sum(len(p.samples) for p in plan), "calibrate" if check else "probe") as advance:
             bs = run_batches(model, corpus_ids, plan, pad_id, calib_step, adaptive=adaptive,
                              observers=probe.observers() + (cal.observers() if cal else []), on_batch=advance,
-                             on_oom=probe.bank.discard)
+                             on_oom=probe.discard)
         probe_s = time.perf_counter() - start
         if cal is None:
             group.merge(probe.observers())
@@ -202,7 +210,7 @@ def measure(
                 ev.loss(f, ctx)
 
         def dropped() -> None:
-            probe.bank.discard()
+            probe.discard()
             ev.hidden = None
 
         bs = group.smallest(bs)
