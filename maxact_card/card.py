@@ -217,6 +217,7 @@ def section_context(report: Report, *, figure_path: Optional[str] = FIGURE_NAME)
         "verdicts": {v.format: v.verdict for v in (quant.verdicts if quant else ())},
         "baseline": report.baseline,
         "baseline_lines": change_lines(report.baseline) if report.baseline is not None else [],
+        "experts_line": experts_line(report),
         "intervals": {v.format: v.interval for v in (quant.verdicts if quant else ()) if v.interval is not None},
         "fp16_max": FP16_MAX,
         "fp16_ratio": (m / FP16_MAX) if m is not None else None,
@@ -268,6 +269,32 @@ def reproduce_command(report: Report) -> str:
         "--dtype", report.model.dtype,
     ]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def experts_line(report: Report) -> str:
+    """One line on the MoE layers' expert coverage ("" for a dense model)."""
+    layers = report.experts
+    if not layers:
+        return ""
+    sizes = sorted({x.experts for x in layers})
+    size = f"{sizes[0]}" if len(sizes) == 1 else f"up to {sizes[-1]}"
+    dead = [x for x in layers if x.dead]
+    if not dead:
+        cover = "every expert got tokens in every layer"
+    else:
+        first = dead[0]
+        shown = ", ".join(str(e) for e in first.dead[:5]) + (", ..." if len(first.dead) > 5 else "")
+        cover = (f"{sum(len(x.dead) for x in dead)} experts got no token, in {len(dead)} of the layers "
+                 f"(layer {first.layer}: {shown})")
+    line = f"{len(layers)} MoE layers of {size} experts: {cover}; load imbalance up to {fmt_num(max(x.imbalance for x in layers))}x"
+    down = [x for x in layers if x.down_in_absmax is not None]
+    if down:
+        top = max(down, key=lambda x: x.down_in_absmax)
+        line += f"; largest per-expert down input {fmt_num(top.down_in_absmax)} (layer {top.layer}, expert {top.down_in_expert})"
+    unc = sum(len(x.uncalibrated) for x in layers)
+    if unc:
+        line += f"; {unc} experts had no calibration token (quantized with their layer's scale)"
+    return line
 
 
 def render_section(

@@ -213,3 +213,24 @@ def test_the_op_budget_holds_with_the_experts_sites_counted(arch):
     assert ops["probe"] <= 2 * ops["bare"], ops
     for fmt, n in ops.items():
         assert n <= 3 * ops["bare"], (fmt, ops)
+
+
+def test_the_report_keeps_the_experts_block_and_the_card_has_one_line_on_it():
+    import dataclasses
+
+    from factories import make_report, visible_lines
+
+    from maxact_card.card import render_section
+    from maxact_card.report import ExpertLayer, Report
+
+    layers = (ExpertLayer(0, 8, "mlp.gate (Qwen3MoeTopKRouter)", (5, 0, 9, 2, 0, 7, 1, 8), (1, 4), 1.875, 41.5, 2,
+                          (1, 4, 6)),
+              ExpertLayer(1, 8, "mlp.gate (Qwen3MoeTopKRouter)", (4,) * 8, (), 1.0, 1234.5, 7))
+    report = dataclasses.replace(make_report(), experts=layers)
+    assert Report.from_json(report.to_json()) == report
+    section = render_section(report)
+    lines = [line for line in visible_lines(section) if "**Experts:**" in line]
+    assert lines == ["- **Experts:** 2 MoE layers of 8 experts: 2 experts got no token, in 1 of the layers "
+                     "(layer 0: 1, 4); load imbalance up to 1.88x; largest per-expert down input 1,234 "
+                     "(layer 1, expert 7); 3 experts had no calibration token (quantized with their layer's scale)"]
+    assert "**Experts:**" not in render_section(make_report())
