@@ -150,6 +150,8 @@ def test_statistics_equal_brute_force(arch):
     got = capture(model, SAMPLES)
     stats = {s.name: s for s in run(model, SAMPLES, batch_size=3)}
     for name, rows in got.items():
+        if ".experts." in name:  # fed by the experts seam, not a hook: tests/test_experts.py
+            continue
         s = stats[name]
         allv = torch.cat([r.reshape(-1, r.shape[-1]) for r in rows]).double()
         a = allv.abs().reshape(-1)

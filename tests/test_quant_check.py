@@ -34,7 +34,10 @@ def test_every_linear_input_is_covered_once_per_shared_tensor():
     groups = {li.site.name: len(li.linears) for li in linear_inputs(find_sites(tiny_model("llama")))}
     assert groups["layers.0.attn.q_proj.in"] == 3 and groups["layers.0.mlp.gate_proj.in"] == 2
     moe = [li.site.name for li in linear_inputs(find_sites(tiny_model("qwen3_moe")))]
-    assert "layers.0.mlp.experts.in" in moe
+    assert "layers.0.mlp.experts.in" not in moe  # fused experts: quantized per expert in the seam
+    from maxact_card.measure.expert_check import expert_inputs
+    assert expert_inputs(find_sites(tiny_model("qwen3_moe")))[0].names == ("layers.0.mlp.experts.in",
+                                                                          "layers.0.mlp.experts.down_in")
 
 
 def test_identity_quantizers_give_exactly_zero_delta_nll(monkeypatch):
