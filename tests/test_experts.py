@@ -191,7 +191,7 @@ def test_the_accelerator_path_reads_nothing_back_inside_the_experts():
     reads = HostReads()
 
     class Inside(Observing):  # the seam's own ops between the taps count too
-        def route(self, e, t):
+        def gate_up_in(self, x, e, t):
             reads.inside = True
 
     with torch.no_grad(), experts_seam(model, accelerator=True), probe.hooks(ctx), \

@@ -40,11 +40,6 @@ class ExpertSite:
     slot: int  # the MoE layer's row in the routing counts
 
 
-def _valid_rows(ctx: BatchContext, token_g: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, object]:
-    rows = ctx.on(device).rows()
-    return rows.valid[token_g], rows
-
-
 def best_rows(score: torch.Tensor, key: torch.Tensor, group: torch.Tensor, groups: int) -> tuple[torch.Tensor, ...]:
     """Per group (expert): the highest score, the smallest key among the rows holding it, and that
     row's index (-1 where the group has no row with score >= 0). No host sync."""
@@ -237,7 +232,7 @@ class ExpertRange(RangeObserver):
     def update_rows(self, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor, ctx: BatchContext) -> None:
         if self.expert_absmax.device != x.device:
             self.expert_absmax, self.expert_rows = self.expert_absmax.to(x.device), self.expert_rows.to(x.device)
-        valid, _ = _valid_rows(ctx, token_g, x.device)
+        valid = ctx.on(x.device).rows().valid[token_g]
         xz = self.fold_rows(x, valid)
         self.expert_absmax.scatter_reduce_(0, expert_g, xz.abs().amax(-1).double(), "amax")
         self.expert_rows.index_add_(0, expert_g, valid.to(torch.int64))
@@ -253,8 +248,8 @@ class ExpertRange(RangeObserver):
 class _BankTap(Observing):
     """Feeds one MoE layer's rows into the bank, with the forward's batch context."""
 
-    def __init__(self, bank: ExpertBank, slot: int, gate: Optional[int], down: Optional[int], ctx: BatchContext):
-        self.bank, self.slot, self.gate_p, self.down_p, self.ctx = bank, slot, gate, down, ctx
+    def __init__(self, bank: ExpertBank, gate: Optional[int], down: Optional[int], ctx: BatchContext):
+        self.bank, self.gate_p, self.down_p, self.ctx = bank, gate, down, ctx
 
     def gate(self, x, expert_g, token_g) -> None:
         if self.gate_p is not None:
@@ -279,7 +274,6 @@ class ProbeExperts:
         self._index = {(i.layer, i.kind): p for p, i in enumerate(infos)}
 
     def taps(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
-        taps = [_BankTap(self.bank, k, self._index.get((layer, "mlp.experts.gate")),
-                         self._index.get((layer, "mlp.experts.down_in")), ctx)
-                for k, (layer, _) in enumerate(self.routers)]
+        taps = [_BankTap(self.bank, self._index.get((layer, "mlp.experts.gate")),
+                         self._index.get((layer, "mlp.experts.down_in")), ctx) for layer, _ in self.routers]
         return tapped(self.modules, taps)

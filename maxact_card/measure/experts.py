@@ -8,7 +8,6 @@ through `transformers.integrations.moe.ALL_EXPERTS_FUNCTIONS` by `config._expert
 `grouped_mm` implementation in the same order (bit for bit equal to `eager` in float32 on the CPU,
 the same result dtype everywhere), with taps between them:
 
-* `route(expert_g, token_g)`: each (token, expert) pair, sorted by expert;
 * `gate_up_in(x, expert_g, token_g)`: each expert's gate/up input rows (may return a replacement);
 * `gate(x, expert_g, token_g)`: the pre-activation gate rows;
 * `down_in(x, expert_g, token_g)`: each expert's down-projection input rows (may return a replacement).
@@ -20,7 +19,7 @@ reads a value back to the host.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Protocol, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -28,13 +27,6 @@ from torch import nn
 from ..sites import is_fused
 
 IMPLEMENTATION = "maxact_card"
-
-
-class Tap(Protocol):
-    def route(self, expert_g: torch.Tensor, token_g: torch.Tensor) -> None: ...
-    def gate_up_in(self, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor) -> Optional[torch.Tensor]: ...
-    def gate(self, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor) -> None: ...
-    def down_in(self, x: torch.Tensor, expert_g: torch.Tensor, token_g: torch.Tensor) -> Optional[torch.Tensor]: ...
 
 
 # experts module -> the taps of the forward passes running now
@@ -76,14 +68,12 @@ def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps
     token_g, slot_g = order % num_tokens, order // num_tokens
     selected = hidden_states[token_g]
     if taps:
-        for t in taps:
-            t.route(expert_g, token_g)
         selected = _apply(taps, "gate_up_in", selected, expert_g, token_g)
     counts = torch.bincount(expert_g, minlength=self.num_experts).tolist()
     outs, gates = [], []
     start = 0
     for e, n in enumerate(counts):
-        if not n or e >= self.num_experts:
+        if not n:
             start += n
             continue
         x = selected[start : start + n]
@@ -129,8 +119,6 @@ def _grouped_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, ta
     tokens_per_expert = torch.histc(histc_input, bins=self.num_experts, min=0, max=self.num_experts - 1)
     offsets = torch.cumsum(tokens_per_expert, dim=0, dtype=torch.int32)
     if taps:
-        for t in taps:
-            t.route(expert_ids_g, token_g)
         selected = _apply(taps, "gate_up_in", selected, expert_ids_g, token_g)
     weights = self.gate_up_proj if self.has_gate else self.up_proj
     biases = None
@@ -211,7 +199,7 @@ def experts_seam(model: nn.Module, accelerator: Optional[bool] = None) -> Iterat
 
 
 @contextlib.contextmanager
-def tapped(modules: Sequence[nn.Module], taps: Sequence[Tap]) -> Iterator[None]:
+def tapped(modules: Sequence[nn.Module], taps: Sequence["Observing"]) -> Iterator[None]:
     """taps[i] sees inside modules[i] during the forward passes run in the block."""
     try:
         for m, t in zip(modules, taps):
@@ -227,10 +215,8 @@ def tapped(modules: Sequence[nn.Module], taps: Sequence[Tap]) -> Iterator[None]:
 
 
 class Observing:
-    """A tap that only observes: subclasses override what they read."""
-
-    def route(self, expert_g: torch.Tensor, token_g: torch.Tensor) -> None:
-        pass
+    """A tap: subclasses override what they read; `gate_up_in` and `down_in` may return a
+    replacement for the rows (the quantized forwards do)."""
 
     def gate_up_in(self, x, expert_g, token_g) -> Optional[torch.Tensor]:
         return None
