@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..quant import Quantizer
-from ..quant.formats import Format, registered_formats
+from ..quant.formats import REGISTRY, Format
 from ..sites import ModelSites
 from .context import BatchContext
 from .expert_stats import ExpertRange
@@ -60,14 +60,15 @@ class ExpertQuantizer:
     fmt: Format
     absmax: torch.Tensor  # [E] float32: each expert's scale source (the layer's where uncalibrated)
     clip: Optional[torch.Tensor]  # [E] the percentile value (capped at each expert's absmax), or None
+    dynamic: Optional[Quantizer] = None  # a format without calibrated scales: one quantizer for all rows
 
     @property
     def name(self) -> str:
         return self.fmt.name
 
     def at(self, expert_g: torch.Tensor) -> Quantizer:
-        if not self.fmt.static:
-            return self.fmt.make(self.absmax.amax(), device=self.absmax.device)
+        if self.dynamic is not None:
+            return self.dynamic
         shape = _row_shape(self.fmt)
         a = self.absmax[expert_g].view(shape)
         c = self.clip[expert_g].view(shape) if self.clip is not None else None
@@ -75,15 +76,19 @@ class ExpertQuantizer:
 
 
 def expert_quantizers(r: ExpertRange, percentiles: Sequence[float]) -> tuple[ExpertQuantizer, ...]:
+    """Every registered format's quantizer for one expert input, in registry order (as
+    `quant.site_quantizers` makes them for a site)."""
     absmax = r.scales_absmax()
     values = r.quantiles({f"p{p:g}": p / 100 for p in percentiles})
     out = []
-    for p_fmt in registered_formats(percentiles):
-        clip = None
-        if p_fmt.name.startswith("int8_p"):
-            p = p_fmt.name[len("int8_p"):]
-            clip = torch.minimum(torch.full_like(absmax, values.get(f"p{p}", 0.0)), absmax)
-        out.append(ExpertQuantizer(p_fmt, absmax, clip))
+    for f in REGISTRY:
+        if f.family:
+            out.extend(ExpertQuantizer(f.at(p), absmax, torch.clamp(absmax, max=values.get(f"p{p:g}", 0.0)))
+                       for p in percentiles)
+        elif f.static:
+            out.append(ExpertQuantizer(f, absmax, None))
+        else:
+            out.append(ExpertQuantizer(f, absmax, None, f.make(absmax.amax(), device=absmax.device)))
     return tuple(out)
 
 
