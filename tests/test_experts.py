@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -234,3 +235,76 @@ def test_the_report_keeps_the_experts_block_and_the_card_has_one_line_on_it():
                      "(layer 0: 1, 4); load imbalance up to 1.88x; largest per-expert down input 1,234 "
                      "(layer 1, expert 7); 3 experts had no calibration token (quantized with their layer's scale)"]
     assert "**Experts:**" not in render_section(make_report())
+
+
+on_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@on_cuda
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_on_cuda_logits_with_the_probe_attached_equal_grouped_mms(arch):
+    """On the device the seam runs grouped_mm's kernels: the model's own default, bit for bit."""
+    for dtype in (torch.float32, torch.bfloat16):
+        model = moe_model(arch).to("cuda", dtype)
+        ids = torch.tensor([SAMPLES[0][:9], SAMPLES[2][:9]], device="cuda")
+        mask = torch.ones_like(ids)
+        model.set_experts_implementation("grouped_mm")
+        with torch.no_grad():
+            plain = model(ids, attention_mask=mask, use_cache=False).logits
+        probe = Probe(model, find_sites(model))
+        ctx = make_context(ids, mask, torch.arange(2, device="cuda"), None)
+        with torch.no_grad(), experts_seam(model), probe.hooks(ctx):
+            probed = model(ids, attention_mask=mask, use_cache=False).logits
+        assert probed.dtype == plain.dtype
+        assert torch.equal(probed, plain), (arch, dtype)
+
+
+@on_cuda
+@pytest.mark.parametrize("arch", ("qwen3_moe", "gpt_oss"))
+def test_on_cuda_the_experts_taps_add_no_device_sync(arch):
+    import warnings
+
+    model = moe_model(arch).to("cuda")
+    sites = find_sites(model)
+    ids = torch.tensor([SAMPLES[0][:9], SAMPLES[2][:9]], device="cuda")
+    mask = torch.ones_like(ids)
+    probe = Probe(model, sites)
+    ctx = make_context(ids, mask, torch.arange(2, device="cuda"), None)
+
+    def syncs(taps: bool) -> int:
+        with warnings.catch_warnings(record=True) as seen, torch.inference_mode():
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with experts_seam(model), probe.hooks(ctx) if taps else contextlib.nullcontext():
+                    model(ids, attention_mask=mask, use_cache=False)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    syncs(False)  # lazy initialisation may synchronize once
+    assert syncs(True) == syncs(False)
+
+
+@on_cuda
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_on_cuda_the_experts_statistics_and_quant_check_match_the_cpus(arch):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    out = {}
+    for device in ("cpu", "cuda"):
+        model = moe_model(arch).to(device)
+        plant(model, layer=1, expert=2, channel=5)
+        out[device] = measure(model, find_sites(model), SAMPLES, 0, str, batch_size=2, hist_stride=1,
+                              calib_indices=[0, 2])
+    cpu, gpu = out["cpu"], out["cuda"]
+    assert [x.routed for x in gpu.experts] == [x.routed for x in cpu.experts]
+    assert [x.dead for x in gpu.experts] == [x.dead for x in cpu.experts]
+    for c, g in zip(cpu.sites, gpu.sites):
+        if "experts" not in c.name:
+            continue
+        assert g.absmax == pytest.approx(c.absmax, rel=1e-4), c.name
+        assert g.absmax_location == c.absmax_location, c.name
+        assert [p and p.location for p in g.per_expert] == [p and p.location for p in c.per_expert], c.name
+    e2e = {e.format: e.delta_nll for e in cpu.quant.end_to_end}
+    for e in gpu.quant.end_to_end:
+        assert math.isfinite(e.delta_nll) and e.delta_nll == pytest.approx(e2e[e.format], abs=5e-3), e.format
