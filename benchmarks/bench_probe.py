@@ -58,6 +58,10 @@ SHAPES = {
                      num_key_value_heads=8, vocab_size=128256),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256),
+    "qwen3-moe-30b-a3b-8l": dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
+                                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                                 num_hidden_layers=8, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                                 vocab_size=151936),
 }
 
 

@@ -59,7 +59,8 @@ def test_accelerator_path_gives_the_cpu_paths_statistics(arch, nan):
     assert (embed.nonfinite > 0) == nan
     for a, b in zip(cpu.quant.sites, dev.quant.sites):
         assert (a.site, a.format, a.clip_rate) == (b.site, b.format, b.clip_rate)
-        assert a.sqnr_db == pytest.approx(b.sqnr_db, rel=1e-5, abs=1e-9)
+        # elementwise float32 sums there, per-token float64 sums here: 1e-6 dB is a ratio's 2e-7
+        assert a.sqnr_db == pytest.approx(b.sqnr_db, rel=1e-5, abs=1e-6)
     assert [repr(e.delta_nll) for e in cpu.quant.end_to_end] == [repr(e.delta_nll) for e in dev.quant.end_to_end]
     assert [v.verdict for v in cpu.quant.verdicts] == [v.verdict for v in dev.quant.verdicts]
 

@@ -308,3 +308,20 @@ def test_on_cuda_the_experts_statistics_and_quant_check_match_the_cpus(arch):
     e2e = {e.format: e.delta_nll for e in cpu.quant.end_to_end}
     for e in gpu.quant.end_to_end:
         assert math.isfinite(e.delta_nll) and e.delta_nll == pytest.approx(e2e[e.format], abs=5e-3), e.format
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_the_accelerator_path_checks_every_family_as_the_cpu_path_does(arch):
+    """Elementwise error sums and [B, 1, T, C] linear inputs (deepseek_v3's latent kv_b_proj) included."""
+    out = {}
+    for accelerator in (False, True):
+        model = moe_model(arch)
+        out[accelerator] = measure(model, find_sites(model), SAMPLES, 0, str, batch_size=2, calib_indices=[0, 2],
+                                   accelerator=accelerator)
+    cpu = {(e.site, e.format): (e.rel_rmse, e.clip_rate) for e in out[False].quant.sites}
+    assert cpu and {(e.site, e.format) for e in out[True].quant.sites} == set(cpu)
+    for e in out[True].quant.sites:
+        assert (e.rel_rmse, e.clip_rate) == pytest.approx(cpu[(e.site, e.format)], rel=1e-4, abs=1e-9), (e.site, e.format)
+    e2e = {e.format: e.delta_nll for e in out[False].quant.end_to_end}
+    for e in out[True].quant.end_to_end:
+        assert e.delta_nll == pytest.approx(e2e[e.format], abs=1e-4), e.format

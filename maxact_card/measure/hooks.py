@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -30,8 +31,8 @@ def activation(site: Site, value, ctx: BatchContext) -> torch.Tensor:
     x = value[site.select] if isinstance(value, (tuple, list)) else value
     if site.half:
         x = x[..., : x.shape[-1] // 2]
-    if site.flat or x.dim() == 2:
-        B, T = ctx.valid.shape
+    if site.flat or x.dim() == 2 or (x.dim() > 3 and math.prod(x.shape[1:-2]) == 1):
+        B, T = ctx.valid.shape  # flattened tokens, or [B, 1, T, C] (the latent MLA's kv_b_proj reads)
         x = x.reshape(B, T, -1)
     return x
 

@@ -47,8 +47,9 @@ def error_sums(x: torch.Tensor, xq: torch.Tensor, mask: Optional[torch.Tensor] =
                elementwise: bool = False) -> torch.Tensor:
     """The ERROR_SUMS of one batch: x/xq [..., C], `mask` [...] bool of real tokens (None: all),
     `clip_threshold` qmax * scale (None: never clips). On the CPU, from per-token sums (`rows`,
-    shared by every format of a site) unless a real token holds a NaN/Inf."""
-    if x.device.type == "cpu":
+    shared by every format of a site) unless a real token holds a NaN/Inf; `elementwise`: the
+    accelerator's way on the CPU too."""
+    if x.device.type == "cpu" and not elementwise:
         out = _row_sums(x, xq, mask, clip_threshold, rows)
         if out is not None:
             return out
