@@ -29,7 +29,7 @@ from .readme_merge import (  # noqa: F401  (re-exported: the card's public names
 )
 from .report import HEADLINE_KINDS, KIND_ORDER, LINEAR_INPUT_SUFFIXES, AuditSettings, Report, yaml_metadata
 from .comparison import change_lines
-from .summary import FP16_MAX, fp16_answer, nvfp4_line
+from .summary import FP16_MAX, experts_line, fmt_num, fp16_answer, nvfp4_line
 SECTION_TEMPLATE = "activation_range.md.j2"
 PR_TEMPLATE = "pr_description.md.j2"
 FIGURE_NAME = "maxact_layers.png"
@@ -271,32 +271,6 @@ def reproduce_command(report: Report) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def experts_line(report: Report) -> str:
-    """One line on the MoE layers' expert coverage ("" for a dense model)."""
-    layers = report.experts
-    if not layers:
-        return ""
-    sizes = sorted({x.experts for x in layers})
-    size = f"{sizes[0]}" if len(sizes) == 1 else f"up to {sizes[-1]}"
-    dead = [x for x in layers if x.dead]
-    if not dead:
-        cover = "every expert got tokens in every layer"
-    else:
-        first = dead[0]
-        shown = ", ".join(str(e) for e in first.dead[:5]) + (", ..." if len(first.dead) > 5 else "")
-        cover = (f"{sum(len(x.dead) for x in dead)} experts got no token, in {len(dead)} of the layers "
-                 f"(layer {first.layer}: {shown})")
-    line = f"{len(layers)} MoE layers of {size} experts: {cover}; load imbalance up to {fmt_num(max(x.imbalance for x in layers))}x"
-    down = [x for x in layers if x.down_in_absmax is not None]
-    if down:
-        top = max(down, key=lambda x: x.down_in_absmax)
-        line += f"; largest per-expert down input {fmt_num(top.down_in_absmax)} (layer {top.layer}, expert {top.down_in_expert})"
-    unc = sum(len(x.uncalibrated) for x in layers)
-    if unc:
-        line += f"; {unc} experts had no calibration token (quantized with their layer's scale)"
-    return line
-
-
 def render_section(
     report: Report, *, template: Optional[Path] = None, figure_path: Optional[str] = FIGURE_NAME
 ) -> str:
@@ -355,33 +329,6 @@ def render_readme(
 
 
 # -- formatting filters ----------------------------------------------------------------------------
-def fmt_num(x: Any) -> str:
-    """One number format for the card: 712,401; 1,234; 448; 12.3; 0.875; 0.000123; 3.39 × 10^38.
-    Thousands separators, three significant digits below 1,000, never an exponent below 10^9."""
-    if x is None:
-        return "n/a"
-    x = float(x)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    a = abs(x)
-    if a == 0:
-        return "0"
-    if a >= 1e9:
-        exp = math.floor(math.log10(a))
-        return f"{x / 10 ** exp:.3g} × 10^{exp}"
-    if a >= 1000:
-        return f"{x:,.0f}"
-    if a < 1e-6:
-        return "≈ 0"
-    r = float(f"{x:.3g}")  # three significant digits, then written out without an exponent
-    if abs(r) >= 1000:
-        return f"{r:,.0f}"
-    text = f"{r:.{max(0, 2 - math.floor(math.log10(abs(r))))}f}"
-    return text.rstrip("0").rstrip(".") if "." in text and abs(r) < 1 else text
-
-
 def fmt_signed(x: Any) -> str:
     """A change, with its sign: +0.147, -0.0021, +0."""
     text = fmt_num(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .report import Report
 
 
@@ -9,6 +11,33 @@ def fmt(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:,.1f}" if 0.1 <= abs(v) < 1e5 else f"{v:.3e}"
+
+
+def fmt_num(x: float | None) -> str:
+    """One number format for the card: 712,401; 1,234; 448; 12.3; 0.875; 0.000123; 3.39 × 10^38.
+    Thousands separators, three significant digits below 1,000, never an exponent below 10^9."""
+    if x is None:
+        return "n/a"
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    a = abs(x)
+    if a == 0:
+        return "0"
+    if a >= 1e9:
+        exp = math.floor(math.log10(a))
+        return f"{x / 10 ** exp:.3g} × 10^{exp}"
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a < 1e-6:
+        return "≈ 0"
+    r = float(f"{x:.3g}")  # three significant digits, then written out without an exponent
+    if abs(r) >= 1000:
+        return f"{r:,.0f}"
+    text = f"{r:.{max(0, 2 - math.floor(math.log10(abs(r))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text and abs(r) < 1 else text
 
 
 FP16_MAX = 65504.0
@@ -57,6 +86,32 @@ def interval_text(lo: float, hi: float) -> str:
     return f"95% CI {fmt(lo)} to {fmt(hi)}"
 
 
+def experts_line(report: Report) -> str:
+    """One line on the MoE layers' expert coverage ("" for a dense model)."""
+    layers = report.experts
+    if not layers:
+        return ""
+    sizes = sorted({x.experts for x in layers})
+    size = f"{sizes[0]}" if len(sizes) == 1 else f"up to {sizes[-1]}"
+    dead = [x for x in layers if x.dead]
+    if not dead:
+        cover = "every expert got tokens in every layer"
+    else:
+        first = dead[0]
+        shown = ", ".join(str(e) for e in first.dead[:5]) + (", ..." if len(first.dead) > 5 else "")
+        cover = (f"{sum(len(x.dead) for x in dead)} experts got no token, in {len(dead)} of the layers "
+                 f"(layer {first.layer}: {shown})")
+    line = f"{len(layers)} MoE layers of {size} experts: {cover}; load imbalance up to {fmt_num(max(x.imbalance for x in layers))}x"
+    down = [x for x in layers if x.down_in_absmax is not None]
+    if down:
+        top = max(down, key=lambda x: x.down_in_absmax)
+        line += f"; largest per-expert down input {fmt_num(top.down_in_absmax)} (layer {top.layer}, expert {top.down_in_expert})"
+    unc = sum(len(x.uncalibrated) for x in layers)
+    if unc:
+        line += f"; {unc} experts had no calibration token (quantized with their layer's scale)"
+    return line
+
+
 def summary(report: Report) -> str:
     m, c = report.model, report.corpus
     lines = [f"maxact-card {report.tool_version}  {m.id}" + (f" @ {m.revision[:12]}" if m.revision else ""),
@@ -85,9 +140,12 @@ def summary(report: Report) -> str:
         first, *rest = change_lines(report.baseline)
         lines += [f"baseline: {first}", *(f"  {line}" for line in rest)]
     lines.append("")
-    lines.append(f"  {'site kind':<14}{'max|a|':>14}  where")
+    width = max([len("site kind")] + [len(k.kind) for k in report.kinds]) + 2
+    lines.append(f"  {'site kind':<{width}}{'max|a|':>10}  where")
     for k in report.kinds:
-        lines.append(f"  {k.kind:<14}{fmt(k.absmax):>14}  {k.site}")
+        lines.append(f"  {k.kind:<{width}}{fmt(k.absmax):>10}  {k.site}")
+    if experts_line(report):
+        lines.append(f"  experts: {experts_line(report)}")
     top = report.top_layers(5)
     if top:
         lines.append("")
