@@ -104,6 +104,7 @@ ENCODER_TYPES = frozenset({
     "albert", "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "deberta", "deberta-v2",
     "distilbert", "electra", "ernie", "megatron-bert", "modernbert", "mpnet", "nezha", "qdqbert", "rembert",
     "roberta", "roberta-prelayernorm", "roc_bert", "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod",
+    "reformer", "roformer", "xlnet", "prophetnet", "xlm-prophetnet", "trocr",
 })
 
 

@@ -14,6 +14,10 @@ pull the activation tensor out of what the module returns.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import textwrap
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,12 +27,21 @@ import torch
 
 from .errors import UnsupportedArchitectureError
 
-# Module attribute names, in the order they are tried. The first that exists wins.
-ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "mixer", "self_attention")
+# A decoder layer's blocks, by attribute name: attention, other token mixers (SSM, convolution,
+# recurrence), MLPs. A block whose class says otherwise (nemotron_h's `mixer` may be an attention or
+# an MLP) is taken for what its class is.
+ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention")
+MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm")
 MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
-NORM_NAMES = ("norm", "final_layernorm", "final_norm", "ln_f")
+NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm")
+# The decoder's list of layers, and an MLP's projections: gate, down (whose input is `down_in`).
+LAYER_LISTS = ("layers", "h", "blocks", "layer")
+GATE_NAMES = ("gate_proj", "w1")
+DOWN_NAMES = ("down_proj", "c_proj", "fc_out", "dense_4h_to_h", "fc2", "w2")
+OUT_NAMES = ("o_proj", "dense", "out_proj", "c_proj")  # an attention's or mixer's output projection
+RESIDUAL_INSIDE = "+residual"
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class ModelSites:
     layers: tuple[nn.Module, ...]
     # MoE layers with fused experts: (layer, the module giving its router logits, "mlp.gate (Class)").
     routers: tuple[tuple[int, str], ...] = ()
+    blocks: tuple["Block", ...] = ()
 
     @property
     def hooked(self) -> tuple[Site, ...]:
@@ -67,31 +81,51 @@ class ModelSites:
         return tuple(s for s in self.sites if s.capture == "experts")
 
 
+@dataclass(frozen=True)
+class Block:
+    """An attention, mixer or MLP block of a decoder layer: what the quant check quantizes inside it
+    (`module`'s linear layers, or only the layer's own `parts` for an fc1/fc2 MLP) and which module's
+    output the block adds to the residual stream (`out`: a post-block norm where the layer has one)."""
+
+    layer: int
+    kind: str  # attn, mixer, mlp
+    name: str  # its site: layers.{i}.attn, layers.{i}.mixer, layers.{i}.mlp
+    module: nn.Module
+    out: nn.Module
+    parts: tuple[str, ...] = ()
+
+
+def _layer_list(module: nn.Module) -> Optional[nn.ModuleList]:
+    for n in LAYER_LISTS:
+        m = getattr(module, n, None)
+        if isinstance(m, nn.ModuleList) and len(m):
+            return m
+    return None
+
+
 def find_decoder(model: nn.Module) -> nn.Module:
-    """The text decoder (for vision-language models, the language model backbone)."""
+    """The text decoder (for vision-language models, the language model backbone): the module that
+    holds the list of decoder layers (`layers`, GPT-2's `h`, MPT's `blocks`), found through
+    get_decoder() or breadth first below the model."""
     get_decoder = getattr(model, "get_decoder", None)
     if callable(get_decoder):
         try:
             decoder = get_decoder()
         except (AttributeError, NotImplementedError):
             decoder = None
-        if isinstance(decoder, nn.Module) and isinstance(getattr(decoder, "layers", None), nn.ModuleList):
+        if isinstance(decoder, nn.Module) and _layer_list(decoder) is not None:
             return decoder
-    for name in ("model", "language_model", "transformer"):
-        inner = getattr(model, name, None)
-        if isinstance(inner, nn.Module) and inner is not model:
-            if isinstance(getattr(inner, "layers", None), nn.ModuleList):
-                return inner
-            nested = getattr(inner, "language_model", None)
-            if isinstance(nested, nn.Module) and isinstance(getattr(nested, "layers", None), nn.ModuleList):
-                return nested
-    if isinstance(getattr(model, "layers", None), nn.ModuleList):
-        return model
+    level = [model]
+    for _ in range(4):
+        for m in level:
+            if _layer_list(m) is not None:
+                return m
+        level = [c for m in level for c in m.children() if not isinstance(c, nn.ModuleList)]
     found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.ModuleList)})
     top = ", ".join(n for n, _ in model.named_children())
     raise UnsupportedArchitectureError(
-        f"cannot find the decoder layers of {type(model).__name__}: no `layers` ModuleList under "
-        f"get_decoder()/model/language_model (top-level modules: {top or 'none'}; "
+        f"cannot find the decoder layers of {type(model).__name__}: no list of layers "
+        f"({', '.join(LAYER_LISTS)}) below it (top-level modules: {top or 'none'}; "
         f"module lists found: {', '.join(found) or 'none'}); please open an issue with the model id"
     )
 
@@ -104,57 +138,19 @@ def _first(module: nn.Module, names: tuple[str, ...]) -> Optional[nn.Module]:
     return None
 
 
-def _layer_sites(i: int, layer: nn.Module) -> list[Site]:
-    p = f"layers.{i}"
-    sites: list[Site] = []
-    attn = _first(layer, ATTN_NAMES)
-    mlp = _first(layer, MLP_NAMES)
-    if attn is None or mlp is None:
-        children = ", ".join(n for n, _ in layer.named_children())
-        raise UnsupportedArchitectureError(
-            f"decoder layer {i} ({type(layer).__name__}) has no attention or MLP block "
-            f"(found: {children}); please open an issue with the model id"
-        )
-    # Sandwich norms (Gemma 2/3): what is added to the residual stream is the post-norm output.
-    sandwich = hasattr(layer, "pre_feedforward_layernorm") and hasattr(layer, "post_feedforward_layernorm")
-    attn_out = layer.post_attention_layernorm if sandwich else attn
-    mlp_out = layer.post_feedforward_layernorm if sandwich else mlp
-    sites.append(Site(f"{p}.attn", "attn", i, attn_out))
-
-    gate_proj = getattr(mlp, "gate_proj", None)
-    gate_up = getattr(mlp, "gate_up_proj", None)
-    if isinstance(gate_proj, nn.Linear):
-        sites.append(Site(f"{p}.mlp.gate", "mlp.gate", i, gate_proj))
-    elif isinstance(gate_up, nn.Linear):
-        sites.append(Site(f"{p}.mlp.gate", "mlp.gate", i, gate_up, half=True))
-    down = getattr(mlp, "down_proj", None)
-    if isinstance(down, nn.Linear):
-        sites.append(Site(f"{p}.mlp.down_in", "mlp.down_in", i, down, capture="input"))
-    router = _first(mlp, ROUTER_NAMES) if hasattr(mlp, "experts") else None
-    if router is not None:
-        sites.append(Site(f"{p}.router", "router", i, router, flat=True))
-    experts = getattr(mlp, "experts", None)
-    if is_fused(experts):
-        if experts.has_gate:
-            sites.append(Site(f"{p}.mlp.experts.gate", "mlp.experts.gate", i, experts, capture="experts"))
-        sites.append(Site(f"{p}.mlp.experts.down_in", "mlp.experts.down_in", i, experts, capture="experts"))
-    sites.append(Site(f"{p}.mlp", "mlp", i, mlp_out))
-    sites.append(Site(f"{p}.residual", "residual", i, layer))
-    return sites
-
-
 def find_sites(model: nn.Module) -> ModelSites:
     decoder = find_decoder(model)
-    layers = tuple(decoder.layers)
-    if not layers:
-        raise UnsupportedArchitectureError(f"{type(decoder).__name__} has an empty `layers` list")
+    layers = tuple(_layer_list(decoder))
     sites: list[Site] = [Site("embed", "embed", None, layers[0], capture="input")]
+    blocks: list[Block] = []
     for i, layer in enumerate(layers):
-        sites.extend(_layer_sites(i, layer))
+        found = layer_blocks(i, layer)
+        blocks.extend(found)
+        sites.extend(_layer_sites(i, layer, found))
     norm = _first(decoder, NORM_NAMES)
     if norm is not None:
         sites.append(Site("final_norm", "final_norm", None, norm))
-    return ModelSites(tuple(sites), len(layers), layers, _routers(layers, sites))
+    return ModelSites(tuple(sites), len(layers), layers, _routers(layers, sites), tuple(blocks))
 
 
 def is_fused(module: Optional[nn.Module]) -> bool:
@@ -172,3 +168,125 @@ def _routers(layers: tuple[nn.Module, ...], sites: list[Site]) -> tuple[tuple[in
         path = next((n for n, m in layers[i].named_modules() if m is router), None)
         out.append((i, f"{path} ({type(router).__name__})" if router is not None else "none"))
     return tuple(out)
+
+
+def _kind(name: str, module: nn.Module) -> Optional[str]:
+    """attn, mixer or mlp for a layer's child, by its attribute name and its class."""
+    if name not in ATTN_NAMES + MIXER_NAMES + MLP_NAMES:
+        return None
+    cls = type(module).__name__.lower()
+    if "attention" in cls and "linear" not in cls:
+        return "attn"
+    if any(w in cls for w in ("mlp", "moe", "feedforward", "experts")):
+        return "mlp"
+    if name in ATTN_NAMES:
+        return "attn"
+    return "mixer" if name in MIXER_NAMES else "mlp"
+
+
+def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
+    """The blocks of decoder layer i, in the order the layer defines them; parallel branches (an
+    attention beside a mamba mixer) each get theirs; an MLP made of the layer's own fc1/fc2 too."""
+    p = f"layers.{i}"
+    if any(isinstance(getattr(layer, n, None), nn.Module) for n in ("encoder_attn", "crossattention")):
+        raise UnsupportedArchitectureError(
+            f"decoder layer {i} ({type(layer).__name__}) attends to an encoder's output: maxact-card measures "
+            "decoder-only language models (and the text decoder of vision-language models); encoder-decoder "
+            "models are out of its scope")
+    post = post_block_norms(type(layer))
+    found: list[Block] = []
+    count: dict[str, int] = {}
+    for attr, child in layer.named_children():
+        kind = _kind(attr, child)
+        if kind is None:
+            continue
+        members = [(f"{attr}.{j}", m) for j, m in enumerate(child)] if isinstance(child, nn.ModuleList) \
+            else [(attr, child)]
+        for path, m in members:  # several of one kind: layers.{i}.attn, then layers.{i}.attn.<path>
+            count[kind] = count.get(kind, 0) + 1
+            name = f"{p}.{kind}" if count[kind] == 1 else f"{p}.{kind}.{path}"
+            out = m
+            if post.get(attr) == RESIDUAL_INSIDE:
+                out = _first(m, OUT_NAMES if kind != "mlp" else DOWN_NAMES) or m
+            elif attr in post and len(members) == 1:
+                out = getattr(layer, post[attr])
+            found.append(Block(i, kind, name, m, out))
+    fc1, fc2 = getattr(layer, "fc1", None), getattr(layer, "fc2", None)
+    if not any(b.kind == "mlp" for b in found) and isinstance(fc1, nn.Module) and isinstance(fc2, nn.Module):
+        found.append(Block(i, "mlp", f"{p}.mlp", layer, fc2, ("fc1", "fc2")))
+    found.sort(key=lambda b: ("attn", "mixer", "mlp").index(b.kind))  # forward order; parallel branches first
+    if not found:
+        children = ", ".join(n for n, _ in layer.named_children())
+        raise UnsupportedArchitectureError(
+            f"decoder layer {i} ({type(layer).__name__}) has no attention, mixer or MLP block "
+            f"(found: {children}); please open an issue with the model id"
+        )
+    return found
+
+
+@functools.cache
+def post_block_norms(cls: type) -> dict[str, str]:
+    """{block attribute: norm attribute} for the norms a layer applies to a block's output before
+    adding it to the residual stream (Gemma's post_attention_layernorm, OLMo 2's, GLM-4's
+    post_self_attn_layernorm), read from the layer's forward: a `self.<norm>(x)` on what a
+    `self.<block>(...)` returned, before the next addition."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    out: dict[str, str] = {}
+    pending: dict[str, str] = {}  # variable -> the block whose output it holds
+    blocks = ATTN_NAMES + MIXER_NAMES + MLP_NAMES
+    # A block called with the residual (BLOOM's dropout_add inside) returns the stream, not its part:
+    # what it adds is its output projection's output.
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in blocks and \
+                any(isinstance(a, ast.Name) and a.id == "residual" for a in [*call.args, *(k.value for k in call.keywords)]):
+            out[call.func.attr] = RESIDUAL_INSIDE
+    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assign)), key=lambda n: (n.lineno, n.col_offset)):
+        targets = [t for tgt in node.targets for t in (tgt.elts if isinstance(tgt, ast.Tuple) else [tgt])]
+        target = next((t.id for t in targets if isinstance(t, ast.Name)), None)
+        call = node.value if isinstance(node.value, ast.Call) else None
+        attr = call.func.attr if call is not None and isinstance(call.func, ast.Attribute) and \
+            isinstance(call.func.value, ast.Name) and call.func.value.id == "self" else None
+        if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) for n in ast.walk(node.value)):
+            pending.clear()
+        elif attr and "norm" in attr.lower() and call.args and isinstance(call.args[0], ast.Name) \
+                and call.args[0].id in pending:
+            out.setdefault(pending.pop(call.args[0].id), attr)
+        elif attr in blocks and target:
+            pending[target] = attr
+    return out
+
+
+def _layer_sites(i: int, layer: nn.Module, blocks: list[Block]) -> list[Site]:
+    p = f"layers.{i}"
+    sites: list[Site] = []
+    for b in blocks:
+        if b.kind != "mlp":
+            sites.append(Site(b.name, b.kind, i, b.out))
+            continue
+        if b.parts:  # the layer's own fc1/fc2: down_in is fc2's input
+            sites += [Site(f"{b.name}.down_in", "mlp.down_in", i, b.out, capture="input"), Site(b.name, "mlp", i, b.out)]
+            continue
+        mlp = b.module
+        gate_proj, gate_up = _first(mlp, GATE_NAMES), getattr(mlp, "gate_up_proj", None)
+        if isinstance(gate_proj, nn.Linear):
+            sites.append(Site(f"{b.name}.gate", "mlp.gate", i, gate_proj))
+        elif isinstance(gate_up, nn.Linear):
+            sites.append(Site(f"{b.name}.gate", "mlp.gate", i, gate_up, half=True))
+        down = _first(mlp, DOWN_NAMES)
+        if isinstance(down, nn.Module) and not isinstance(down, nn.ModuleList) and not is_fused(mlp):
+            sites.append(Site(f"{b.name}.down_in", "mlp.down_in", i, down, capture="input"))
+        router = _first(mlp, ROUTER_NAMES) if hasattr(mlp, "experts") else None
+        if router is not None:
+            sites.append(Site(f"{p}.router" if b.name == f"{p}.mlp" else f"{b.name}.router", "router", i, router,
+                              flat=True))
+        experts = getattr(mlp, "experts", None)
+        if is_fused(experts):
+            if experts.has_gate:
+                sites.append(Site(f"{b.name}.experts.gate", "mlp.experts.gate", i, experts, capture="experts"))
+            sites.append(Site(f"{b.name}.experts.down_in", "mlp.experts.down_in", i, experts, capture="experts"))
+        sites.append(Site(b.name, "mlp", i, b.out))
+    sites.append(Site(f"{p}.residual", "residual", i, layer))
+    return sites

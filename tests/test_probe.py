@@ -250,9 +250,9 @@ def test_architecture_without_layers_lists_what_it_found():
         def __init__(self):
             super().__init__()
             self.encoder = torch.nn.Linear(2, 2)
-            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+            self.stages = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
 
-    with pytest.raises(UnsupportedArchitectureError, match="top-level modules: encoder, blocks"):
+    with pytest.raises(UnsupportedArchitectureError, match="top-level modules: encoder, stages"):
         find_sites(Odd())
 
 

@@ -21,7 +21,7 @@ from ..quant import Quantizer, RowSums, build_verdicts, end_to_end, recommendati
 from ..quant.blocks import NVFP4_SPAN_LIMIT
 from ..quant.uncertainty import delta_nll_intervals
 from ..report import LINEAR_INPUT_SUFFIXES, BlockSpan, QuantReport, SiteQuantError
-from ..sites import ATTN_NAMES, MLP_NAMES, ModelSites, Site, is_fused
+from ..sites import DOWN_NAMES, ModelSites, Site, is_fused
 from .context import BatchContext
 from .expert_check import ExpertCheck, ExpertInputs, ExpertQuantizer
 from .hooks import hooked
@@ -44,32 +44,34 @@ class LinearInput:
 
 
 def linear_inputs(model_sites: ModelSites) -> list[LinearInput]:
-    """Every attention/MLP linear layer's input, grouped where siblings share it.
+    """Every attention/mixer/MLP linear layer's input (nn.Linear, GPT-2's Conv1D), grouped where
+    siblings share it.
 
     Fused experts (3-D weights) are quantized per expert inside the experts seam (expert_check.py);
     other experts modules without linear layers are quantized at their common input."""
+    from transformers.pytorch_utils import Conv1D
+
     out: list[LinearInput] = []
-    for i, layer in enumerate(model_sites.layers):
-        for kind, names in (("attn", ATTN_NAMES), ("mlp", MLP_NAMES)):
-            block = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), nn.Module)), None)
-            if block is None:
+    for b in model_sites.blocks:
+        groups: dict[str, list[nn.Module]] = {}
+        for path, mod in b.module.named_modules():
+            top = path.split(".")[0]
+            if not isinstance(mod, (nn.Linear, Conv1D)) or top in ("experts", "gate", "router") or \
+                    (b.parts and top not in b.parts):
                 continue
-            groups: dict[str, list[nn.Module]] = {}
-            for path, mod in block.named_modules():
-                if not isinstance(mod, nn.Linear) or path.split(".")[0] in ("experts", "gate", "router"):
-                    continue
-                leaf = path.rsplit(".", 1)[-1]
-                owner = path[: len(path) - len(leaf)] + SHARED_INPUT.get(leaf, leaf)
-                if not isinstance(_submodule(block, owner), nn.Linear):
-                    owner = path
-                groups.setdefault(owner, []).append(mod)
-            experts = getattr(block, "experts", None)
-            if isinstance(experts, nn.Module) and not isinstance(experts, nn.ModuleList) and not is_fused(experts):
-                groups["experts"] = [experts]  # fused experts: each expert's inputs (expert_check.py)
-            for owner, members in groups.items():
-                name = f"layers.{i}.mlp.down_in" if (kind, owner) == ("mlp", "down_proj") else f"layers.{i}.{kind}.{owner}.in"
-                site = Site(name, "linear_in", i, _submodule(block, owner), capture="input")
-                out.append(LinearInput(site, tuple(members)))
+            leaf = path.rsplit(".", 1)[-1]
+            owner = path[: len(path) - len(leaf)] + SHARED_INPUT.get(leaf, leaf)
+            if not isinstance(_submodule(b.module, owner), (nn.Linear, Conv1D)):
+                owner = path
+            groups.setdefault(owner, []).append(mod)
+        experts = getattr(b.module, "experts", None)
+        if isinstance(experts, nn.Module) and not isinstance(experts, nn.ModuleList) and not is_fused(experts):
+            groups["experts"] = [experts]  # fused experts: each expert's inputs (expert_check.py)
+        for owner, members in groups.items():
+            down = b.kind == "mlp" and owner in DOWN_NAMES
+            name = f"{b.name}.down_in" if down else f"{b.name}.{owner}.in"
+            site = Site(name, "linear_in", b.layer, _submodule(b.module, owner), capture="input")
+            out.append(LinearInput(site, tuple(members)))
     return out
 
 
