@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import MaxActCardError, ThresholdExceeded, UsageError
+from .reproduce import reproduce_command
 
 AUDIT_EXAMPLES = """
 \b
@@ -263,7 +263,7 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
     if write_card and not Path(model).is_dir():
         raise UsageError("--write-card needs a local checkpoint directory; for a Hub repo use --open-pr")
     _check_writable(out_dir)
-    command = _reproduce_command(ctx, model, revision)
+    command = reproduce_command(ctx, model, revision)
     options = AuditOptions(model=model, quant_check=kw.pop("quant_check"), command=command, **kw)
     main = _rank() == 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -331,43 +331,6 @@ def _audit_one(ctx: click.Context, model: str, kw: dict[str, Any], out_dir: Path
     return report
 
 
-# Options that publish or authenticate: not part of how the measurement is reproduced.
-_NOT_IN_COMMAND = {"token", "open_pr", "write_card", "dry_run", "force", "progress", "output_dir", "fail_above",
-                   "models_file", "baseline", "fail_on_regression", "template", "model_name"}
-
-
-def _reproduce_command(ctx: click.Context, model: str, revision: Optional[str] = None) -> str:
-    """`maxact-card audit MODEL` with the options given on the command line (never the token, never a
-    path of this machine: a local checkpoint by its name, a corpus file by its file name);
-    `revision`: the one a --models line gives."""
-    from .loading import local_name, looks_local
-    from .pipeline import corpus_arg
-
-    if looks_local(model):
-        model = local_name(model, ctx.params.get("model_name"))[0]
-    parts = ["maxact-card", "audit", model] + (["--revision", revision] if revision else [])
-    for param in ctx.command.params:
-        name = param.name
-        if not isinstance(param, click.Option) or name in _NOT_IN_COMMAND:
-            continue
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[name]
-        if name == "corpus":
-            value = corpus_arg(value)
-        if value is None and not param.is_flag:  # an explicit `auto` (--calib-samples auto)
-            parts += [param.opts[-1], "auto"]
-            continue
-        if param.is_flag:
-            flag = next((o for o in (param.opts if value else param.secondary_opts)), None)
-            if flag:
-                parts.append(flag)
-        else:
-            text = ",".join(v if isinstance(v, str) else f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
-            parts += [param.opts[-1], text]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def _check_writable(out_dir: Path, option: str = "--output-dir") -> None:
     """Fail before the long work if the report cannot be written."""
     probe_dir = out_dir
@@ -375,6 +338,20 @@ def _check_writable(out_dir: Path, option: str = "--output-dir") -> None:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
         raise UsageError(f"cannot write to {out_dir}: {probe_dir} is not a writable directory; pass another {option}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--revision", help="Branch, tag or commit of a Hub repo.")
+@click.option("--token", help="Hugging Face token for private or gated repos (default: HF_TOKEN, then the cached login).")
+@click.option("--all", "show_all", is_flag=True, help="Every site, not one line per site kind.")
+@handle_errors
+def sites(model: str, revision: Optional[str], token: Optional[str], show_all: bool) -> None:
+    """The probe sites of MODEL (a Hub repo, a local directory or a .gguf file) and which count towards
+    M, from its config alone: the model is built on the meta device, no weights are downloaded."""
+    from .site_list import describe
+
+    click.echo(describe(model, revision=revision, token=token, show_all=show_all))
 
 
 @cli.command(epilog=RENDER_EXAMPLES)

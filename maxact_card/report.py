@@ -21,13 +21,13 @@ from .files import write_atomic
 SCHEMA_VERSION = "1.5"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
-HEADLINE_KINDS = ("embed", "attn", "mlp", "residual", "final_norm")
+HEADLINE_KINDS = ("embed", "attn", "mixer", "mlp", "residual", "final_norm")
 # Reported separately: not part of the residual stream.
 SEPARATE_KINDS = ("mlp.gate", "mlp.down_in", "mlp.experts.gate", "mlp.experts.down_in", "router")
 # The quant check's sites that are linear-layer inputs (what W8A8 kernels quantize): these decide
 # the verdicts; residual-stream sites are reported beside them.
 LINEAR_INPUT_SUFFIXES = (".in", ".down_in")
-KIND_ORDER = ("embed", "attn", "mlp.gate", "mlp.down_in", "router", "mlp.experts.gate", "mlp.experts.down_in", "mlp",
+KIND_ORDER = ("embed", "attn", "mixer", "mlp.gate", "mlp.down_in", "router", "mlp.experts.gate", "mlp.experts.down_in", "mlp",
               "residual", "final_norm")
 
 

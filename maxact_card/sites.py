@@ -35,7 +35,7 @@ MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurr
 MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
-NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm")
+NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm")
 # The decoder's list of layers, and an MLP's projections: gate, down (whose input is `down_in`).
 LAYER_LISTS = ("layers", "h", "blocks", "layer")
 GATE_NAMES = ("gate_proj", "w1")

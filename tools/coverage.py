@@ -3,6 +3,7 @@ causal-LM mapping, built tiny with random weights, audited, and cross-checked.
 
     python tools/coverage.py                     # every type; writes docs/coverage.md
     python tools/coverage.py --types llama,qwen3_moe --jobs 2 -o -   # some, to stdout
+    python tools/coverage.py --types gpt2,opt --merge   # re-run some, keep the other rows (docs/coverage.json)
 
 For each type: a tiny model from its config class (hidden 64, 2 layers, 4 experts of which 2 per
 token); the probe's sites; an audit with the quant check (calibration and evaluation passes); the
@@ -150,7 +151,7 @@ def probe_type(model_type: str) -> dict:
     try:  # what `maxact-card audit` says from config.json alone, before any download
         check_config(AutoConfig.for_model(model_type).to_dict(), model_type, trust_remote_code=True)
     except UnsupportedArchitectureError as e:
-        return {**row, "status": "out of scope", "note": str(e).split("; ", 1)[-1][:160]}
+        return {**row, "status": "out of scope", "note": str(e).split(";")[0][:160]}
     try:
         model = build(model_type)
     except Exception as e:  # noqa: BLE001 - a row says why
@@ -222,26 +223,34 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per type")
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "docs", "coverage.md"))
+    ap.add_argument("--merge", action="store_true", help="keep the other types' rows of the last run (its .json)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(probe_type(a.one)))
         return
     types = a.types.split(",") if a.types else causal_lm_types()
+    data = os.path.splitext(a.output)[0] + ".json"
+    kept = {}
+    if a.merge and os.path.exists(data):  # rows of the other types from the last run
+        with open(data) as fh:
+            kept = {r["type"]: r for r in json.load(fh) if r["type"] not in types}
     rows = []
     with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
         for i, row in enumerate(pool.map(lambda t: run_one(t, a.timeout), types), 1):
             print(f"[{i}/{len(types)}] {row['type']}: {row['status']} {row['note']}", file=sys.stderr, flush=True)
             rows.append(row)
+    rows = sorted([*kept.values(), *rows], key=lambda r: r["type"])
     text = markdown(rows)
     if a.output == "-":
         sys.stdout.write(text)
         return
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
-    with open(a.output + ".tmp", "w") as fh:
-        fh.write(text)
-    os.replace(a.output + ".tmp", a.output)
-    print(f"wrote {a.output}", file=sys.stderr)
+    for path, content in ((data, json.dumps(rows, indent=1) + "\n"), (a.output, text)):
+        with open(path + ".tmp", "w") as fh:
+            fh.write(content)
+        os.replace(path + ".tmp", path)
+    print(f"wrote {a.output} and {data}", file=sys.stderr)
 
 
 if __name__ == "__main__":

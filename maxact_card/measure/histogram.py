@@ -23,6 +23,8 @@ _SIGN_CLEARED = 0x7FFF
 
 def high_bits(x: torch.Tensor) -> torch.Tensor:
     """The bfloat16 bit pattern of each value of x (int16, a view where x is float32 or bfloat16)."""
+    if x.stride(-1) != 1:  # a transposed input (mamba's x_proj reads one): the bits need whole elements
+        x = x.contiguous()
     if x.dtype == torch.bfloat16:
         return x.view(torch.int16)
     if x.dtype != torch.float32:

@@ -1,0 +1,115 @@
+"""Every decoder-only layout measured at the same places: one tiny model per failure class of the
+coverage sweep (tools/coverage.py) and the paper's families, the site-name meaning, the coverage table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from maxact_card.measure.hooks import activation
+from maxact_card.measure.context import make_context
+from maxact_card.sites import find_sites
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import coverage  # noqa: E402  (tools/coverage.py)
+
+# One type per layout the site finder once failed on, then the paper's families.
+CLASSES = {
+    "gpt2": "GPT-2's transformer.h stack, Conv1D projections",
+    "bloom": "blocks that add the residual inside (BLOOM's dropout_add)",
+    "gpt_neox": "parallel attention and MLP, final_layer_norm",
+    "mamba": "a layer that is a mamba mixer alone",
+    "jamba": "hybrid: mamba layers and attention layers, MoE",
+    "falcon_h1": "parallel branches: attention beside a mamba mixer",
+    "opt": "the layer's own fc1/fc2 MLP under model.decoder",
+    "biogpt": "fc1/fc2 MLP, final norm named layer_norm",
+    "lfm2": "short-convolution layers, final norm named embedding_norm",
+    "olmo2": "post-block norms (no pre-norm)",
+    "glm4": "post_self_attn_layernorm / post_mlp_layernorm",
+}
+PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
+
+
+@pytest.mark.parametrize("model_type", [*CLASSES, *PAPER])
+def test_each_layout_audits_with_the_quant_check_and_its_residual_matches_plain_hooks(model_type):
+    row = coverage.probe_type(model_type)
+    assert row["status"] == "ok", row
+    assert row["quant"] and row["residual"] in ("bit for bit",) or row["residual"].startswith("within"), row
+
+
+def test_mixers_and_parallel_branches_are_each_measured():
+    sites = find_sites(coverage.build("falcon_h1"))
+    names = [s.name for s in sites.sites if s.layer == 0]
+    assert names[:3] == ["layers.0.attn", "layers.0.mixer", "layers.0.mlp.gate"], names
+    assert {s.kind for s in sites.sites} >= {"attn", "mixer", "mlp", "residual"}
+    mamba = find_sites(coverage.build("mamba"))
+    assert [s.kind for s in mamba.sites if s.layer == 0] == ["mixer", "residual"]
+    opt = find_sites(coverage.build("opt"))
+    down = next(s for s in opt.sites if s.name == "layers.0.mlp.down_in")
+    assert down.module is opt.layers[0].fc2 and down.capture == "input"
+
+
+def contributions(model, ids):
+    """One forward: each layer's input, output, and the tensors its attn/mixer/mlp sites see."""
+    sites = find_sites(model)
+    ctx = make_context(ids, torch.ones_like(ids), torch.arange(ids.shape[0]), None)
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for s in sites.sites:
+        if s.kind not in ("attn", "mixer", "mlp", "residual") or s.capture != "output":
+            continue
+        handles.append(s.module.register_forward_hook(
+            lambda m, a, out, s=s: seen.__setitem__(s.name, activation(s, out, ctx).detach().clone())))
+    for i, layer in enumerate(sites.layers):
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, kw, i=i: seen.__setitem__(f"in.{i}", (a[0] if a else kw["hidden_states"]).clone()),
+            with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return sites, seen
+
+
+@pytest.mark.parametrize("model_type", ["olmo2", "glm4", "gemma3_text", "llama", "bloom"])
+def test_attn_and_mlp_are_what_the_block_adds_to_the_residual_stream(model_type):
+    """input + attn + mlp == the layer's output, for every layer: the sites are the summands, after
+    any post-block norm (olmo2's raw attention output is 0.002 where 0.6 is added)."""
+    model = coverage.build(model_type)
+    sites, seen = contributions(model, torch.tensor([coverage.SAMPLES[0]]))
+    for i in range(sites.num_layers):
+        total = seen[f"in.{i}"] + seen[f"layers.{i}.attn"] + seen[f"layers.{i}.mlp"]
+        torch.testing.assert_close(total, seen[f"layers.{i}.residual"], rtol=1e-5, atol=1e-5)
+
+
+def test_an_encoder_decoder_layer_is_out_of_scope_in_one_line():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from maxact_card.errors import UnsupportedArchitectureError
+
+    cfg = AutoConfig.for_model("bart", **{k: v for k, v in coverage.SMALL.items() if k in ("vocab_size",)},
+                               d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(UnsupportedArchitectureError, match="encoder-decoder models are out of its scope") as e:
+        find_sites(model)
+    assert "open an issue" not in str(e.value)
+
+
+def test_the_coverage_table_lists_every_causal_lm_type_of_the_installed_transformers():
+    table = (ROOT / "docs" / "coverage.md").read_text()
+    rows = json.loads((ROOT / "docs" / "coverage.json").read_text())
+    missing = [t for t in coverage.causal_lm_types() if f"| `{t}` |" not in table]
+    assert not missing, f"docs/coverage.md lacks {missing}: run python tools/coverage.py"
+    assert {r["type"] for r in rows} >= set(coverage.causal_lm_types())
+    for t in list(CLASSES) + list(PAPER):
+        assert next(r for r in rows if r["type"] == t)["status"] == "ok", t
+    assert os.path.getsize(ROOT / "docs" / "coverage.md") > 0
