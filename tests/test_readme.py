@@ -61,7 +61,8 @@ def test_the_python_example_runs(tmp_path: Path, monkeypatch):
 
 def test_every_site_name_and_report_field_is_documented():
     for site in ("embed", "layers.{i}.residual", "layers.{i}.attn", "layers.{i}.mlp", "layers.{i}.mlp.gate",
-                 "layers.{i}.mlp.down_in", "layers.{i}.router", "final_norm"):
+                 "layers.{i}.mlp.down_in", "layers.{i}.router", "layers.{i}.mixer", "layers.{i}.mlp.experts.gate",
+                 "layers.{i}.mlp.experts.down_in", "final_norm"):
         assert f"`{site}`" in README, site
     for field in dataclasses.fields(Report):
         assert f"`{field.name}`" in README, field.name

@@ -9,18 +9,16 @@ For each type: a tiny model from its config class (hidden 64, 2 layers, 4 expert
 token); the probe's sites; an audit with the quant check (calibration and evaluation passes); the
 residual stream cross-checked against plain forward hooks on the decoder layers, each sample run
 alone; and for fused MoE experts, the experts seam against transformers' `eager` experts (logits bit
-for bit in float32) and the routing counts (every real token routed to top-k experts). Each type
-runs in its own process with a time limit.
+for bit in float32) and the routing counts (every real token routed to top-k experts). Types run in
+worker processes, each with a time limit.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import json
 import os
-import subprocess
 import sys
 import warnings
 
@@ -177,19 +175,31 @@ def probe_type(model_type: str) -> dict:
     return row
 
 
-def run_one(model_type: str, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", model_type]
+class _TimeUp(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _TimeUp()
+
+
+def run_one(args: tuple[str, float]) -> dict:
+    """probe_type in a pool worker, stopped after `timeout` seconds (SIGALRM)."""
+    import signal
+
+    model_type, timeout = args
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(timeout))
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        return probe_type(model_type)
+    except _TimeUp:
         return {"type": model_type, "status": "timed out", "kinds": [], "quant": False, "residual": "-",
                 "experts": "-", "note": f"over {timeout:.0f} s on the CPU"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode or not lines:
-        err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    except BaseException as e:  # noqa: BLE001 - a crash is a row too
         return {"type": model_type, "status": "fails", "kinds": [], "quant": False, "residual": "-",
-                "experts": "-", "note": f"crashed: {err[:160]}"}
-    return json.loads(lines[-1])
+                "experts": "-", "note": f"crashed: {one_line(e)}"}
+    finally:
+        signal.alarm(0)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -221,14 +231,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", help="comma-separated model types (default: every causal-LM type)")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=240.0, help="seconds per type")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per type")
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "docs", "coverage.md"))
     ap.add_argument("--merge", action="store_true", help="keep the other types' rows of the last run (its .json)")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.one:
-        print(json.dumps(probe_type(a.one)))
-        return
     types = a.types.split(",") if a.types else causal_lm_types()
     data = os.path.splitext(a.output)[0] + ".json"
     kept = {}
@@ -236,8 +242,14 @@ def main() -> None:
         with open(data) as fh:
             kept = {r["type"]: r for r in json.load(fh) if r["type"] not in types}
     rows = []
-    with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-        for i, row in enumerate(pool.map(lambda t: run_one(t, a.timeout), types), 1):
+    import multiprocessing
+
+    import torch  # noqa: F401  (imported once, before the workers fork)
+    import transformers  # noqa: F401
+
+    # Workers that fork from this process (imports done once) and are replaced every 10 types.
+    with multiprocessing.get_context("fork").Pool(a.jobs, maxtasksperchild=10) as pool:
+        for i, row in enumerate(pool.imap_unordered(run_one, [(t, a.timeout) for t in types]), 1):
             print(f"[{i}/{len(types)}] {row['type']}: {row['status']} {row['note']}", file=sys.stderr, flush=True)
             rows.append(row)
     rows = sorted([*kept.values(), *rows], key=lambda r: r["type"])
