@@ -208,8 +208,8 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             out = m
             if post.get(attr) == RESIDUAL_INSIDE:
                 out = _first(m, OUT_NAMES if kind != "mlp" else DOWN_NAMES) or m
-            elif attr in post and len(members) == 1:
-                out = getattr(layer, post[attr])
+            elif attr in post and len(members) == 1 and isinstance(getattr(layer, post[attr], None), nn.Module):
+                out = getattr(layer, post[attr])  # (a norm the forward uses only under some configs may be absent)
             found.append(Block(i, kind, name, m, out))
     fc1, fc2 = getattr(layer, "fc1", None), getattr(layer, "fc2", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(fc1, nn.Module) and isinstance(fc2, nn.Module):
