@@ -171,17 +171,18 @@ def _routers(layers: tuple[nn.Module, ...], sites: list[Site]) -> tuple[tuple[in
 
 
 def _kind(name: str, module: nn.Module) -> Optional[str]:
-    """attn, mixer or mlp for a layer's child, by its attribute name and its class."""
-    if name not in ATTN_NAMES + MIXER_NAMES + MLP_NAMES:
-        return None
-    cls = type(module).__name__.lower()
-    if "attention" in cls and "linear" not in cls:
-        return "attn"
-    if any(w in cls for w in ("mlp", "moe", "feedforward", "experts")):
-        return "mlp"
+    """attn, mixer or mlp for a layer's child, by its attribute name; a `mixer` (nemotron_h's may be
+    an attention, a mamba mixer, an MLP or an MoE) by its class."""
     if name in ATTN_NAMES:
         return "attn"
-    return "mixer" if name in MIXER_NAMES else "mlp"
+    if name in MLP_NAMES:
+        return "mlp"
+    if name not in MIXER_NAMES:
+        return None
+    cls = type(module).__name__.lower()
+    if cls.endswith("attention"):
+        return "attn"
+    return "mlp" if cls.endswith(("mlp", "moe", "experts", "feedforward")) else "mixer"
 
 
 def layer_blocks(i: int, layer: nn.Module) -> list[Block]:

@@ -79,15 +79,20 @@ def contributions(model, ids):
     return sites, seen
 
 
-@pytest.mark.parametrize("model_type", ["olmo2", "glm4", "gemma3_text", "llama", "bloom"])
+@pytest.mark.parametrize("model_type", ["olmo2", "glm4", "gemma3_text", "llama", "bloom", "qwen3_5_moe_text", "nemotron_h"])
 def test_attn_and_mlp_are_what_the_block_adds_to_the_residual_stream(model_type):
-    """input + attn + mlp == the layer's output, for every layer: the sites are the summands, after
-    any post-block norm (olmo2's raw attention output is 0.002 where 0.6 is added)."""
+    """input + attn (+ mixer) + mlp == the layer's output, for every layer: the sites are the summands,
+    after any post-block norm (olmo2's raw attention output is 0.002 where 0.6 is added); nemotron_h's
+    one `mixer` per layer is an attention, a mamba mixer or an MLP by its class."""
     model = coverage.build(model_type)
     sites, seen = contributions(model, torch.tensor([coverage.SAMPLES[0]]))
     for i in range(sites.num_layers):
-        total = seen[f"in.{i}"] + seen[f"layers.{i}.attn"] + seen[f"layers.{i}.mlp"]
+        parts = [b.name for b in sites.blocks if b.layer == i]
+        assert model_type == "nemotron_h" or {b.kind for b in sites.blocks if b.layer == i} >= {"attn", "mlp"}, parts
+        total = seen[f"in.{i}"] + sum(seen[name] for name in parts)
         torch.testing.assert_close(total, seen[f"layers.{i}.residual"], rtol=1e-5, atol=1e-5)
+    if model_type == "nemotron_h":
+        assert {b.kind for b in sites.blocks} == {"attn", "mixer", "mlp"}, sites.blocks
 
 
 def test_an_encoder_decoder_layer_is_out_of_scope_in_one_line():

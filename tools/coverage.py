@@ -37,15 +37,43 @@ def causal_lm_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
+# Sub-configs of multimodal models: the text one gets SMALL, the others these (the towers are built,
+# never measured).
+TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, depth=1, num_attention_heads=2, num_heads=2,
+             embed_dim=32)
+MAX_PARAMS = 50_000_000  # a type that will not shrink below this is reported, not built
+
+
+def _shrink(config, small: dict) -> dict:
+    """The entries of `small` the config knows, and its sub-configs shrunk likewise."""
+    known = config.to_dict()
+    kw = {k: v for k, v in small.items() if k in known}
+    for name in getattr(config, "sub_configs", {}) or {}:
+        sub = getattr(config, name, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            kw[name] = _per_layer({**sub.to_dict(), **_shrink(sub, SMALL if name == "text_config" else TOWER)},
+                                  sub.to_dict())
+    return kw
+
+
+def _per_layer(kw: dict, default: dict) -> dict:
+    """Per-layer lists (layer_types, ...) cut to the shrunk number of layers."""
+    n, old = kw.get("num_hidden_layers"), default.get("num_hidden_layers")
+    if not isinstance(n, int) or not isinstance(old, int) or n >= old:
+        return kw
+    return {k: v[:n] if isinstance(v, list) and len(v) == old else v for k, v in kw.items()}
+
+
 def tiny_configs(model_type: str):
-    """The type's config, shrunk: first with every SMALL field the config class knows, then without
-    head_dim (multi-head latent attention derives its own), then with the sizes alone."""
+    """The type's config, shrunk: first with every SMALL field the config class (or its text
+    sub-config) knows, then without head_dim (multi-head latent attention derives its own), then
+    with the sizes alone."""
     from transformers import AutoConfig
 
     default = AutoConfig.for_model(model_type)
-    known = {k: v for k, v in SMALL.items() if k in default.to_dict() or k in ("num_hidden_layers", "vocab_size")}
+    known = {**_shrink(default, SMALL), "num_hidden_layers": 2, "vocab_size": SMALL["vocab_size"]}
     sizes = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-             "num_key_value_heads", "pad_token_id", "bos_token_id", "eos_token_id")
+             "num_key_value_heads", "pad_token_id", "bos_token_id", "eos_token_id", "text_config", "vision_config")
     tries = [known, {k: v for k, v in known.items() if k != "head_dim"},
              {k: v for k, v in known.items() if k in sizes}]
     for kw in tries:
@@ -53,21 +81,32 @@ def tiny_configs(model_type: str):
 
 
 def build(model_type: str):
-    """A tiny random model of the type (the first shrunk config it builds from)."""
+    """A tiny random model of the type (the first shrunk config it builds from, counted on the meta
+    device before it is built)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     err: Exception = RuntimeError("no config")
     for make in tiny_configs(model_type):
         try:
+            cfg = make()
+            with torch.device("meta"):
+                n = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+            if n > MAX_PARAMS:
+                raise RuntimeError(f"{n / 1e6:.0f}M parameters after shrinking its config")
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(make(), dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
             with torch.no_grad():
                 model(torch.tensor([SAMPLES[0]]), use_cache=False)
             return model
         except Exception as e:  # noqa: BLE001 - the next, smaller set of overrides
             err = e
     raise err
+
+
+def row_of(model_type: str, status: str = "fails", note: str = "") -> dict:
+    return {"type": model_type, "status": status, "kinds": [], "quant": False, "residual": "-", "experts": "-",
+            "note": note}
 
 
 def one_line(e: BaseException) -> str:
@@ -139,8 +178,7 @@ def probe_type(model_type: str) -> dict:
     from maxact_card.sites import find_sites
 
     logging.set_verbosity_error()
-    row = {"type": model_type, "status": "fails", "kinds": [], "quant": False, "residual": "-", "experts": "-",
-           "note": ""}
+    row = row_of(model_type)
     from transformers import AutoConfig
 
     from maxact_card.errors import UnsupportedArchitectureError
@@ -193,13 +231,43 @@ def run_one(args: tuple[str, float]) -> dict:
     try:
         return probe_type(model_type)
     except _TimeUp:
-        return {"type": model_type, "status": "timed out", "kinds": [], "quant": False, "residual": "-",
-                "experts": "-", "note": f"over {timeout:.0f} s on the CPU"}
-    except BaseException as e:  # noqa: BLE001 - a crash is a row too
-        return {"type": model_type, "status": "fails", "kinds": [], "quant": False, "residual": "-",
-                "experts": "-", "note": f"crashed: {one_line(e)}"}
+        return row_of(model_type, "timed out", f"over {timeout:.0f} s on the CPU")
+    except Exception as e:  # noqa: BLE001 - a crash is a row too
+        return row_of(model_type, note=f"crashed: {one_line(e)}")
     finally:
         signal.alarm(0)
+
+
+def run_all(types: list[str], jobs: int, timeout: float) -> list[dict]:
+    """Every type's row, from worker processes (fresh ones every 10 types). A worker that dies (out of
+    memory) breaks its pool: the types it left are run again one pool each, so the one that kills its
+    process is named."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    def pool(n: int) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=10)
+
+    rows, again = [], []
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        print(f"[{len(rows)}/{len(types)}] {row['type']}: {row['status']} {row['note']}", file=sys.stderr, flush=True)
+
+    with pool(jobs) as ex:
+        futures = {ex.submit(run_one, (t, timeout)): t for t in types}
+        for f in cf.as_completed(futures):
+            try:
+                done(f.result())
+            except cf.process.BrokenProcessPool:
+                again.append(futures[f])
+    for t in again:
+        with pool(1) as ex:
+            try:
+                done(ex.submit(run_one, (t, timeout)).result())
+            except cf.process.BrokenProcessPool:
+                done(row_of(t, note="crashed: the process died (out of memory?)"))
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -241,17 +309,7 @@ def main() -> None:
     if a.merge and os.path.exists(data):  # rows of the other types from the last run
         with open(data) as fh:
             kept = {r["type"]: r for r in json.load(fh) if r["type"] not in types}
-    rows = []
-    import multiprocessing
-
-    import torch  # noqa: F401  (imported once, before the workers fork)
-    import transformers  # noqa: F401
-
-    # Workers that fork from this process (imports done once) and are replaced every 10 types.
-    with multiprocessing.get_context("fork").Pool(a.jobs, maxtasksperchild=10) as pool:
-        for i, row in enumerate(pool.imap_unordered(run_one, [(t, a.timeout) for t in types]), 1):
-            print(f"[{i}/{len(types)}] {row['type']}: {row['status']} {row['note']}", file=sys.stderr, flush=True)
-            rows.append(row)
+    rows = run_all(types, a.jobs, a.timeout)
     rows = sorted([*kept.values(), *rows], key=lambda r: r["type"])
     text = markdown(rows)
     if a.output == "-":
