@@ -27,7 +27,7 @@ from .context import NO_KEY, BatchContext
 from .experts import Observing, tapped
 from .observers import KeepBest, Merge, Observer
 from .quant_observers import RangeObserver
-from .site_stats import TOP_K
+from .site_stats import MOMENT_MERGES, TOP_K, moment_totals, moments
 
 BEST = KeepBest(1, "e_score", "e_key", ("e_score", "e_key", "e_val", "e_loc"), dim=2)
 
@@ -62,8 +62,7 @@ class ExpertBank(Observer):
     `fold()` after the forward pass turns the rows of every experts site at once into the state.
     A row holding a NaN/Inf is left out whole and counted in `nonfinite` (as rows)."""
 
-    MERGES = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
-              "sum": Merge.SUM, "sumsq": Merge.SUM, "routed": Merge.SUM}
+    MERGES = {**MOMENT_MERGES, "routed": Merge.SUM}
     GROUPS = (BEST,)
 
     def __init__(self, sites: Sequence[ExpertSite], layers: int, experts: int,
@@ -71,12 +70,7 @@ class ExpertBank(Observer):
         P, E, dev = len(sites), experts, torch.device(device)
         f64, i64 = torch.float64, torch.int64
         self.sites, self.experts = tuple(sites), E
-        self.count = torch.zeros(P, dtype=i64, device=dev)
-        self.nonfinite = torch.zeros(P, dtype=i64, device=dev)
-        self.max = torch.full((P,), -math.inf, dtype=f64, device=dev)
-        self.min = torch.full((P,), math.inf, dtype=f64, device=dev)
-        self.sum = torch.zeros(P, dtype=f64, device=dev)
-        self.sumsq = torch.zeros(P, dtype=f64, device=dev)
+        vars(self).update(moment_totals(P, dev))
         self.e_score = torch.full((P, E, 1), -1.0, dtype=f64, device=dev)
         self.e_key = torch.full((P, E, 1), NO_KEY, dtype=i64, device=dev)
         self.e_val = torch.zeros(P, E, 1, dtype=f64, device=dev)
@@ -206,12 +200,11 @@ def _site_result(info: ExpertSite, p: int, h: dict, decode) -> SiteStats:
     if count == 0 or not ranked:
         return SiteStats(info.name, info.kind, info.layer, count, nonfinite, None, None, None, None, None, None, None,
                          None, {}, (), 0, (), per_expert)
-    mean = float(h["sum"][p]) / count
-    ms = float(h["sumsq"][p]) / count
+    mean, std, rms = moments(h, p, count)
     return SiteStats(
         name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=None,
         max=float(h["max"][p]), min=float(h["min"][p]), absmax=abs(ranked[0].value),
-        absmax_location=ranked[0].location, mean=mean, std=math.sqrt(max(ms - mean * mean, 0.0)), rms=math.sqrt(ms),
+        absmax_location=ranked[0].location, mean=mean, std=std, rms=rms,
         quantiles={}, top=tuple(ranked[:TOP_K]), massive=0, top_channels=(), per_expert=per_expert,
     )
 

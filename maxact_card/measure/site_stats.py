@@ -30,6 +30,27 @@ from .context import NO_KEY, BatchContext, Rows
 from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, coarse_bins_host, fine_bins, histogram_quantiles
 from .observers import KeepBest, Merge, Observer
 
+# Every site's running totals, per site: how the banks allocate them, merge them across
+# processes, and derive mean, std and rms from them.
+MOMENT_MERGES = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN, "sum": Merge.SUM,
+                 "sumsq": Merge.SUM}
+
+
+def moment_totals(n: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The MOMENT_MERGES tensors of n sites, empty (a bank sets them as its attributes)."""
+    f64, i64 = torch.float64, torch.int64
+    return {"count": torch.zeros(n, dtype=i64, device=device), "nonfinite": torch.zeros(n, dtype=i64, device=device),
+            "max": torch.full((n,), -math.inf, dtype=f64, device=device),
+            "min": torch.full((n,), math.inf, dtype=f64, device=device),
+            "sum": torch.zeros(n, dtype=f64, device=device), "sumsq": torch.zeros(n, dtype=f64, device=device)}
+
+
+def moments(h: dict, i: int, count: int) -> tuple[float, float, float]:
+    """(mean, std, rms) of site i from its host totals (count > 0)."""
+    mean, ms = float(h["sum"][i]) / count, float(h["sumsq"][i]) / count
+    return mean, math.sqrt(max(ms - mean * mean, 0.0)), math.sqrt(ms)
+
+
 TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
 TOP_CHANNELS = 16
 MASSIVE_ABS = 100.0  # Sun et al. 2024: |a| > 100 ...
@@ -89,12 +110,7 @@ class SiteBank(Observer):
         self.hist_stride = hist_stride
         # None: the accelerator path on every device but the CPU; True forces it (tests, op counts).
         self.accelerator = accelerator
-        self.count = torch.zeros(S, dtype=i64, device=dev)
-        self.nonfinite = torch.zeros(S, dtype=i64, device=dev)
-        self.max = torch.full((S,), -math.inf, dtype=f64, device=dev)
-        self.min = torch.full((S,), math.inf, dtype=f64, device=dev)
-        self.sum = torch.zeros(S, dtype=f64, device=dev)
-        self.sumsq = torch.zeros(S, dtype=f64, device=dev)
+        vars(self).update(moment_totals(S, dev))
         self.massive = torch.zeros(S, dtype=i64, device=dev)
         self.hist = torch.zeros(S, HIST_BINS, dtype=f64, device=dev)  # 64 bins per octave
         self.top_score = torch.full((S, TOP_K), -1.0, dtype=f64, device=dev)
@@ -118,9 +134,7 @@ class SiteBank(Observer):
         self._chan_row = {s: r for r, s in enumerate(self.chan_sites)}
 
     # -- the observer interface ----------------------------------------------------------------------
-    MERGES_BASE = {"count": Merge.SUM, "nonfinite": Merge.SUM, "max": Merge.MAX, "min": Merge.MIN,
-                   "sum": Merge.SUM, "sumsq": Merge.SUM, "massive": Merge.SUM, "hist": Merge.SUM,
-                   "sample_max": Merge.MAX}
+    MERGES_BASE = {**MOMENT_MERGES, "massive": Merge.SUM, "hist": Merge.SUM, "sample_max": Merge.MAX}
     GROUPS = (TOP, FIRST_NONFINITE)
 
     @property
@@ -347,8 +361,7 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
     if count == 0:
         return SiteStats(info.name, info.kind, info.layer, 0, nonfinite, nf_loc, None, None, None, None, None, None,
                          None, {}, (), 0, ())
-    mean = float(h["sum"][i]) / count
-    ms = float(h["sumsq"][i]) / count
+    mean, std, rms = moments(h, i, count)
     top = tuple(TopValue(value=float(v), location=loc(l, 1 if v >= 0 else -1))
                 for v, l, sc in zip(h["top_val"][i].tolist(), h["top_loc"][i], h["top_score"][i].tolist()) if sc >= 0)
     chans: tuple[ChannelMax, ...] = ()
@@ -359,8 +372,7 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
     return SiteStats(
         name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=nf_loc,
         max=float(h["max"][i]), min=float(h["min"][i]), absmax=abs(top[0].value), absmax_location=top[0].location,
-        mean=mean, std=math.sqrt(max(ms - mean * mean, 0.0)), rms=math.sqrt(ms),
-        quantiles=histogram_quantiles(h["hist"][i]), top=top, massive=int(h["massive"][i]),
+        mean=mean, std=std, rms=rms, quantiles=histogram_quantiles(h["hist"][i]), top=top, massive=int(h["massive"][i]),
         top_channels=chans,
     )
 
