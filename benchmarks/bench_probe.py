@@ -115,8 +115,10 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     # bare: the model's own experts implementation; the probe and the formats: the audit's seam
-    seam = contextlib.nullcontext() if mode == "bare" else experts_seam(model)
-    with torch.inference_mode(), seam:
+    def seam():
+        return contextlib.nullcontext() if mode == "bare" else experts_seam(model)
+
+    with torch.inference_mode(), seam():
         forward(model, batches[0][0][:1, :8], batches[0][1][:1, :8])  # warm-up
         for _ in range(repeats):
             if cuda:
@@ -137,7 +139,7 @@ def measure(mode: str, samples: int, seq: int, batch_size: int, repeats: int, sh
            "peak_rss_mb": peak, "rss_after_load_mb": loaded}
     if cuda:
         ids, mask, index = batches[0]
-        with torch.inference_mode(), experts_seam(model) if mode != "bare" else contextlib.nullcontext():
+        with torch.inference_mode(), seam():
             out["kernels"] = kernel_launches(lambda: forward(model, ids, mask) if probe is None else
                                              probe.forward(make_context(ids, mask, index, None), mask))
     return out

@@ -78,3 +78,8 @@ class ThresholdExceeded(MaxActCardError):
 
 class DistributedError(MaxActCardError, RuntimeError):
     """The processes of a data-parallel run disagree, or one of them stopped."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -17,6 +17,7 @@ from .errors import (
     RemoteCodeError,
     UnsupportedArchitectureError,
     UsageError,
+    first_line,
 )
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
@@ -74,13 +75,19 @@ def local_name(spec: str, model_name: Optional[str]) -> tuple[str, str]:
     return path.name, "file name"
 
 
-def local_source(spec: str) -> Source:
+def local_path(spec: str) -> Path:
+    """A local checkpoint's path: a directory or a .gguf file that exists."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise ModelNotFoundError(f"no such file or directory: {spec}; pass a local checkpoint directory, a .gguf file or a Hub repo id")
+    if path.is_file() and path.suffix != ".gguf":
+        raise ModelNotFoundError(f"{spec} is a file but not a .gguf; pass a checkpoint directory, a .gguf file or a Hub repo id")
+    return path
+
+
+def local_source(spec: str) -> Source:
+    path = local_path(spec)
     if path.is_file():
-        if path.suffix != ".gguf":
-            raise ModelNotFoundError(f"{spec} is a file but not a .gguf; pass a checkpoint directory, a .gguf file or a Hub repo id")
         return Source(spec, "gguf", path.parent.resolve(), path.name, None)
     return dir_source(spec, path, None)
 
@@ -246,7 +253,7 @@ def _from_pretrained(source: Source, dtype: str, device_map: Optional[str], kw: 
 
             model, info = AutoModelForImageTextToText.from_pretrained(path, **mkw)
     except Exception as exc:  # transformers, safetensors and gguf raise many types for a bad checkpoint
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelLoadError(
             f"cannot load {source.model_id}: {first}; check that the checkpoint is complete and a "
             "transformers model (re-download it, or update transformers)"

@@ -3,27 +3,20 @@ on the meta device (no memory, no weights): only config.json, or a GGUF file's m
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import ModelLoadError, ModelNotFoundError, first_line
 from .report import HEADLINE_KINDS, KIND_ORDER
 
 
 def model_config(spec: str, *, revision: Optional[str] = None, token: Optional[str] = None) -> Any:
     """The transformers config of a Hub repo (config.json alone), a local directory or a .gguf file;
     out-of-scope and remote-code models are refused as `audit` refuses them."""
-    from .loading import check_config, looks_local, parse_config
+    from .loading import check_config, local_path, looks_local, parse_config
 
     if looks_local(spec):
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise ModelNotFoundError(f"no such file or directory: {spec}; pass a checkpoint directory, a .gguf file "
-                                     "or a Hub repo id")
+        path = local_path(spec)
         if path.is_file():
-            if path.suffix != ".gguf":
-                raise ModelNotFoundError(f"{spec} is a file but not a .gguf; pass a checkpoint directory, a .gguf file "
-                                         "or a Hub repo id")
             return _config(lambda c: c.from_pretrained(str(path.parent), gguf_file=path.name), spec)
         try:
             text = (path / "config.json").read_text(encoding="utf-8")
@@ -50,7 +43,7 @@ def _config(make, spec: str) -> Any:
     try:
         return make(AutoConfig)
     except (ValueError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelLoadError(f"cannot read the config of {spec}: {first}; update transformers, or check the "
                              "checkpoint") from None
 
@@ -95,9 +88,9 @@ def describe(spec: str, *, revision: Optional[str] = None, token: Optional[str] 
             first = by_kind[k][0]
             lines.append(f"  {k:<{width}}{len(by_kind[k]):>5}  {'yes' if k in HEADLINE_KINDS else 'no':<5} "
                          f"{first.name}: {where(first)}")
-    n = len(linear_inputs(sites))
-    lines.append(f"M is the largest |a| over the sites of kinds {', '.join(k for k in HEADLINE_KINDS)}; the quant "
-                 f"check quantizes {n} linear-layer inputs" + (f" and each expert's inputs in {len({s.layer for s in sites.expert_sites})} MoE layers"
-                    if sites.expert_sites else "")
+    moe = len({s.layer for s in sites.expert_sites})
+    lines.append(f"M is the largest |a| over the sites of kinds {', '.join(HEADLINE_KINDS)}; the quant check "
+                 f"quantizes {len(linear_inputs(sites))} linear-layer inputs"
+                 + (f" and each expert's inputs in {moe} MoE layers" if moe else "")
                  + ". Nothing was downloaded but the config.")
     return "\n".join(lines)
