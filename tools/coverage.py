@@ -239,14 +239,14 @@ def run_one(args: tuple[str, float]) -> dict:
 
 
 def run_all(types: list[str], jobs: int, timeout: float) -> list[dict]:
-    """Every type's row, from worker processes (fresh ones every 10 types). A worker that dies (out of
+    """Every type's row, from worker processes. A worker that dies (out of
     memory) breaks its pool: the types it left are run again one pool each, so the one that kills its
     process is named."""
     import concurrent.futures as cf
     import multiprocessing
 
     def pool(n: int) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=10)
+        return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
 
     rows, again = [], []
 
