@@ -166,7 +166,7 @@ def experts_check(model, sites, out) -> str:
         return "seam != eager"
     if k and any(n != tokens * k for n in routed.values()):
         return f"routed {sorted(set(routed.values()))} != {tokens} tokens x top-{k}"
-    return f"{len(out.experts)} layers x {ex.num_experts} experts; seam = eager"
+    return f"{len(out.experts)} layers x {ex.num_experts} experts, router logits from {out.experts[0].router}; seam = eager"
 
 
 def probe_type(model_type: str) -> dict:
@@ -284,7 +284,8 @@ def markdown(rows: list[dict]) -> str:
            "of which 2 per token), audited with the quant check, and cross-checked: **residual** compares "
            "each `layers.{i}.residual` with a plain forward hook on the decoder layer (each sample alone); "
            "**experts** (fused MoE experts) runs the experts seam against transformers' `eager` experts "
-           "(logits bit for bit in float32) and checks that every token was routed to top-k experts.", "",
+           "(logits bit for bit in float32), checks that every token was routed to top-k experts, and names "
+           "the module whose first output is the router's pre-softmax logits.", "",
            f"Fused MoE families with per-expert sites ({len(moe)}): " + ", ".join(f"`{t}`" for t in moe) + ".", "",
            "| type | status | site kinds | quant check | residual | experts | note |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
