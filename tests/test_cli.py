@@ -87,7 +87,7 @@ def _commands_and_options() -> tuple[list[str], list[str]]:
 def test_readme_documents_every_command_and_audit_option():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands, options = _commands_and_options()
-    assert commands == ["audit", "compare", "install-hf-extension", "render"]
+    assert commands == ["audit", "compare", "install-hf-extension", "render", "sites"]
     missing = [f"maxact-card {c}" for c in commands if f"maxact-card {c}" not in text]
     missing += [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", text)]
     assert not missing, f"README.md does not mention: {missing}"
