@@ -31,15 +31,16 @@ from .errors import UnsupportedArchitectureError
 # recurrence), MLPs. A block whose class says otherwise (nemotron_h's `mixer` may be an attention or
 # an MLP) is taken for what its class is.
 ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention")
-MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm")
+MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm", "mlstm_layer")
 MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
-NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm")
+NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm",
+              "out_norm", "ln_out")
 # The decoder's list of layers, and an MLP's projections: gate, down (whose input is `down_in`).
 LAYER_LISTS = ("layers", "h", "blocks", "layer")
-GATE_NAMES = ("gate_proj", "w1")
-DOWN_NAMES = ("down_proj", "c_proj", "fc_out", "dense_4h_to_h", "fc2", "w2")
+GATE_NAMES = ("gate_proj", "w1", "proj_up_gate")
+DOWN_NAMES = ("down_proj", "c_proj", "fc_out", "dense_4h_to_h", "fc2", "w2", "proj_down")
 OUT_NAMES = ("o_proj", "dense", "out_proj", "c_proj")  # an attention's or mixer's output projection
 RESIDUAL_INSIDE = "+residual"
 
@@ -138,16 +139,26 @@ def _first(module: nn.Module, names: tuple[str, ...]) -> Optional[nn.Module]:
     return None
 
 
-def find_sites(model: nn.Module) -> ModelSites:
+def decoder_stacks(model: nn.Module) -> list[nn.Module]:
+    """The decoder, and beside it any sibling of its class with layers of its own: a model that runs
+    several stacks (HRM's low- and high-level modules) has its layers in all of them."""
     decoder = find_decoder(model)
-    layers = tuple(_layer_list(decoder))
+    parent = next((m for m in model.modules() if any(c is decoder for c in m.children())), None)
+    if parent is None:
+        return [decoder]
+    return [c for c in parent.children() if c is decoder or (type(c) is type(decoder) and _layer_list(c) is not None)]
+
+
+def find_sites(model: nn.Module) -> ModelSites:
+    stacks = decoder_stacks(model)
+    layers = tuple(layer for stack in stacks for layer in _layer_list(stack))
     sites: list[Site] = [Site("embed", "embed", None, layers[0], capture="input")]
     blocks: list[Block] = []
     for i, layer in enumerate(layers):
         found = layer_blocks(i, layer)
         blocks.extend(found)
         sites.extend(_layer_sites(i, layer, found))
-    norm = _first(decoder, NORM_NAMES)
+    norm = _first(stacks[-1], NORM_NAMES)
     if norm is not None:
         sites.append(Site("final_norm", "final_norm", None, norm))
     return ModelSites(tuple(sites), len(layers), layers, _routers(layers, sites), tuple(blocks))

@@ -32,6 +32,10 @@ CLASSES = {
     "lfm2": "short-convolution layers, final norm named embedding_norm",
     "olmo2": "post-block norms (no pre-norm)",
     "glm4": "post_self_attn_layernorm / post_mlp_layernorm",
+    "openai-gpt": "no final norm: the loss from the model's own head",
+    "nanochat": "one norm applied to the embeddings and again at the end",
+    "dory": "looped layers: sites that run several times per forward",
+    "hrm_text": "two stacks of layers (HRM's L and H modules), each looped",
 }
 PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
 
@@ -50,6 +54,10 @@ def test_mixers_and_parallel_branches_are_each_measured():
     assert {s.kind for s in sites.sites} >= {"attn", "mixer", "mlp", "residual"}
     mamba = find_sites(coverage.build("mamba"))
     assert [s.kind for s in mamba.sites if s.layer == 0] == ["mixer", "residual"]
+    hrm = coverage.build("hrm_text")
+    stacks = find_sites(hrm)
+    assert stacks.layers == (*hrm.model.L_module.layers, *hrm.model.H_module.layers)
+    assert stacks.sites[-1].name == "final_norm" and stacks.sites[-1].module is hrm.model.H_module.final_norm
     opt = find_sites(coverage.build("opt"))
     down = next(s for s in opt.sites if s.name == "layers.0.mlp.down_in")
     assert down.module is opt.layers[0].fc2 and down.capture == "input"

@@ -24,6 +24,7 @@ from ..report import LINEAR_INPUT_SUFFIXES, BlockSpan, QuantReport, SiteQuantErr
 from ..sites import DOWN_NAMES, ModelSites, Site, is_fused
 from .context import BatchContext
 from .expert_check import ExpertCheck, ExpertInputs, ExpertQuantizer
+from .head import OutputHead
 from .hooks import hooked
 from .observers import Observer
 from .quant_observers import ErrorObserver, LossObserver, RangeObserver
@@ -32,7 +33,6 @@ from .quant_observers import ErrorObserver, LossObserver, RangeObserver
 ERROR_KINDS = ("attn", "mlp", "residual")
 # Linear layers that read the same tensor as a sibling: measured once, under the sibling's name.
 SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
-LOSS_CHUNK = 128  # positions whose logits are computed at a time
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,7 @@ class Evaluation:
     quantizers: dict[str, tuple[Quantizer, ...]]
     inputs: list[LinearInput]
     e2e_formats: tuple[str, ...]
-    final_norm: Site
-    lm_head: nn.Module
-    softcap: Optional[float]
+    head: OutputHead
     accelerator: Optional[bool] = None  # True: the accelerator path on the CPU too (no per-token shortcut)
     samples: int = 0  # corpus samples: the losses are kept per sample too
     experts: ExpertCheck = field(default_factory=lambda: ExpertCheck(()))
@@ -148,7 +146,6 @@ class Evaluation:
         self.errors.update({(n, q.name): ErrorObserver() for n, _ in self.experts.names
                             for q in self.expert_quantizers.get(n, ())})
         self.losses = [LossObserver(samples=self.samples) for _ in range(1 + len(self.e2e_formats))]
-        self.hidden: Optional[torch.Tensor] = None
 
     def observers(self) -> list[Observer]:
         return list(self.errors.values()) + self.losses
@@ -156,7 +153,7 @@ class Evaluation:
     @contextlib.contextmanager
     def baseline_hooks(self, ctx: BatchContext) -> Iterator[None]:
         with hooked(self.sites, [self._error_fn(s) for s in self.sites], ctx), \
-                self.experts.error_taps(self.expert_quantizers, self.errors, ctx), self._hidden_hook(ctx):
+                self.experts.error_taps(self.expert_quantizers, self.errors, ctx), self.head.keep():
             yield
 
     def site_layers(self) -> dict[str, Optional[int]]:
@@ -167,16 +164,12 @@ class Evaluation:
         """Every linear layer's input fake-quantized with `fmt`, each with its own calibrated scale;
         siblings that read the same tensor share one quantized copy."""
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self._hidden_hook(ctx))
+            stack.enter_context(self.head.keep())
             for li in self.inputs:
                 q = next(q for q in self.quantizers[li.site.name] if q.name == fmt)
                 stack.enter_context(_quantize_inputs(li.linears, q))
             stack.enter_context(self.experts.quantize_taps(self.expert_quantizers, fmt))
             yield
-
-    def _hidden_hook(self, ctx: BatchContext) -> contextlib.AbstractContextManager[None]:
-        """Keeps the final norm's output, on its device, for the loss."""
-        return hooked([self.final_norm], [self._keep_hidden], ctx, statistics=False)
 
     def _error_fn(self, site: Site) -> Callable[[torch.Tensor, BatchContext], None]:
         qs = self.quantizers.get(site.name, ())
@@ -189,21 +182,17 @@ class Evaluation:
 
         return fn
 
-    def _keep_hidden(self, x: torch.Tensor, ctx: BatchContext) -> None:
-        self.hidden = x
-
-    def loss(self, copy: int, ctx: BatchContext) -> None:
-        """Next-token NLL from the final hidden states the hook kept (logits in chunks)."""
-        ids, valid, h = ctx.input_ids, ctx.valid, self.hidden[:, :-1]
+    def loss(self, copy: int, ctx: BatchContext, returned: Optional[torch.Tensor] = None) -> None:
+        """Next-token NLL from the base model's output the head kept (logits in chunks). `returned`:
+        the logits the forward pass returned, checked once against the head's."""
+        self.head.verify(returned, ctx.input_ids)
+        ids, valid = ctx.input_ids, ctx.valid
         targets, mask = ids[:, 1:], valid[:, 1:] & valid[:, :-1]
-        for start in range(0, h.shape[1], LOSS_CHUNK):
-            logits = self.lm_head(h[:, start : start + LOSS_CHUNK])
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            stop = start + LOSS_CHUNK
+        for start, logits in self.head.chunks(ids):
+            stop = start + logits.shape[1]
             self.losses[copy].update(logits, targets[:, start:stop].to(logits.device),
                                      mask[:, start:stop].to(logits.device), ctx.sample_index)
-        self.hidden = None
+        self.head.drop()
 
     def report(self, calib_samples: int, eval_samples: int, eval_tokens: int, site_layers: dict[str, Optional[int]],
                peak_abs: Optional[float], site_absmax: dict[str, float], nonfinite: int,

@@ -87,6 +87,7 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     from .expert_check import expert_inputs
     from .context import make_context
     from .experts import experts_seam
+    from .head import OutputHead
     from .hooks import forward
     from .passes import Probe
 
@@ -105,10 +106,9 @@ def ops_per_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
             with OpCounter() as c:
                 run()
             out[name] = c.total
-        final = next(s for s in sites.sites if s.kind == "final_norm")
         formats = format_names(percentiles)  # every registered format, each as its end-to-end forward
-        ev = Evaluation(error_sites(sites, inputs), cal.quantizers(percentiles), inputs, formats, final,
-                        model.get_output_embeddings(), None, accelerator, experts=cal.experts,
+        ev = Evaluation(error_sites(sites, inputs), cal.quantizers(percentiles), inputs, formats,
+                        OutputHead(model), accelerator, experts=cal.experts,
                         expert_quantizers=cal.expert_quantizers(percentiles))
         for f, fmt in enumerate(formats, start=1):
             with OpCounter() as c:

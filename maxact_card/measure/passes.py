@@ -17,14 +17,14 @@ from typing import Callable, ContextManager, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import UnsupportedArchitectureError, UsageError
-from ..loading import text_config
+from ..errors import UsageError
 from ..quant import e2e_formats
 from ..report import ExpertLayer, QuantReport, SiteStats
 from ..sites import ModelSites
 from .batches import estimate_batch_size, plan_batches, run_batches
 from .check import Calibration, Evaluation, error_sites, linear_inputs
 from .expert_check import expert_inputs
+from .head import OutputHead
 from .context import BatchContext
 from .distributed import Group
 from .expert_stats import ProbeExperts
@@ -188,21 +188,16 @@ def measure(
             return Measurement(sites, tokens, probe_s, 0.0, None, group.world,
                                tuple(probe.bank.sample_max.tolist()), probe.expert_layers(sites))
         group.merge(cal.observers())
-        final_norm = next((s for s in model_sites.sites if s.kind == "final_norm"), None)
-        if final_norm is None:
-            raise UnsupportedArchitectureError("no final norm found, so the loss cannot be computed; "
-                                               "run with --no-quant-check")
-        cfg = text_config(model.config)
         formats = tuple(formats) if formats is not None else e2e_formats(percentiles)
-        ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats, final_norm,
-                        model.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None), accelerator,
-                        samples=n, experts=cal.experts, expert_quantizers=cal.expert_quantizers(percentiles))
+        ev = Evaluation(error_sites(model_sites, inputs), cal.quantizers(percentiles), inputs, formats,
+                        OutputHead(model), accelerator, samples=n, experts=cal.experts,
+                        expert_quantizers=cal.expert_quantizers(percentiles))
         eval_tokens = sum(lengths[i] for i in rest)
 
         def eval_step(ctx: BatchContext, attention_mask: torch.Tensor) -> None:
             with probe.hooks(ctx), ev.baseline_hooks(ctx):
-                forward(model, ctx.input_ids, attention_mask)
-            ev.loss(0, ctx)
+                out = forward(model, ctx.input_ids, attention_mask)
+            ev.loss(0, ctx, out.logits)
             probe.settle(ctx, attention_mask)
             for f, fmt in enumerate(formats, start=1):
                 with ev.quantized_hooks(fmt, ctx):
@@ -211,7 +206,7 @@ def measure(
 
         def dropped() -> None:
             probe.discard()
-            ev.hidden = None
+            ev.head.drop()
 
         bs = group.smallest(bs)
         plan = group.share(plan_batches(lengths, rest, bs, first=len(plan1)))

@@ -131,6 +131,7 @@ class SiteBank(Observer):
         self._scratch: dict[tuple, _Scratch] = {}
         self._width = [0] * S
         self._fired: list[Optional[_Scratch]] = [None] * S
+        self._repeat: dict[tuple, _Scratch] = {}  # a second call's rows (site_stats._again)
         self._chan_row = {s: r for r, s in enumerate(self.chan_sites)}
 
     # -- the observer interface ----------------------------------------------------------------------
@@ -168,8 +169,10 @@ class SiteBank(Observer):
         rows = ctx.rows()
         C = x.shape[-1]
         x2 = x.reshape(-1, C)
+        offset = ctx.forward % self.hist_stride
         if self._fired[i] is not None:
-            raise RuntimeError(f"probe site {self.sites[i].name} ran twice in one forward pass")
+            self._again(i, x2, rows, offset)
+            return
         key = (x.device, x.dtype, x2.shape[0])
         sc = self._scratch.get(key)
         if sc is None:
@@ -178,7 +181,6 @@ class SiteBank(Observer):
         sc.sites.append(i)
         self._fired[i] = sc
         self._width[i] = C
-        offset = ctx.forward % self.hist_stride
         if sc.device_path:
             _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
             exact = self.exact[i]
@@ -187,13 +189,57 @@ class SiteBank(Observer):
         if i in self._chan_row:
             self._channels(i, x2, rows, C, exact)
 
+    def _again(self, i: int, x2: torch.Tensor, rows: Rows, offset: int) -> None:
+        """Site i runs again in this forward pass (a looped layer, a norm applied twice): this call's
+        rows go to a one-site scratch, then combine row by row with the earlier calls' (a row is a
+        token: its max over every call, the sums of all of them)."""
+        sc = self._fired[i]
+        N, C = x2.shape
+        if sc.N != N or sc.dtype != x2.dtype or sc.mx.device != x2.device or self._width[i] % C:
+            raise RuntimeError(f"probe site {self.sites[i].name} ran twice in one forward pass with "
+                               "different shapes; please open an issue with the model id")
+        key = (x2.device, x2.dtype, N)
+        tmp = self._repeat.get(key)
+        if tmp is None:
+            tmp = self._repeat[key] = _Scratch(1, N, x2.device, x2.dtype, sc.device_path)
+        for t in (tmp.nf, tmp.nfc, tmp.mas):  # written only in the modes that need them
+            t.zero_()
+        if sc.device_path:
+            _device_rows(tmp, 0, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
+            exact = self.exact[i]
+        else:
+            exact = _cpu_rows(tmp, 0, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
+        if sc.ch is not None:  # the CPU path's channel and value of each row's largest |a|
+            take = torch.maximum(tmp.mx[0], tmp.mn[0].neg()) > torch.maximum(sc.mx[i], sc.mn[i].neg())
+            sc.ch[i] = torch.where(take, tmp.ch[0], sc.ch[i])
+            sc.val[i] = torch.where(take, tmp.val[0], sc.val[i])
+        up, down = tmp.mx[0] > sc.mx[i], tmp.mn[0] < sc.mn[i]
+        sc.imx[i] = torch.where(up, tmp.imx[0], sc.imx[i])
+        sc.imn[i] = torch.where(down, tmp.imn[0], sc.imn[i])
+        torch.maximum(sc.mx[i], tmp.mx[0], out=sc.mx[i])
+        torch.minimum(sc.mn[i], tmp.mn[0], out=sc.mn[i])
+        sc.s1[i] += tmp.s1[0]
+        torch.hypot(sc.s2[i], tmp.s2[0], out=sc.s2[i])
+        sc.nfc[i] = torch.where(sc.nf[i] > 0, sc.nfc[i], tmp.nfc[0])
+        sc.nf[i] += tmp.nf[0]
+        sc.mas[i] += tmp.mas[0]
+        self._width[i] += C
+        if i in self._chan_row:
+            self._channels(i, x2, rows, C, exact, again=True)
+
     def _on_accelerator(self, x: torch.Tensor) -> bool:
         return self.accelerator if self.accelerator is not None else x.device.type != "cpu"
 
-    def _channels(self, i: int, x2: torch.Tensor, rows: Rows, C: int, exact: bool) -> None:
+    def _channels(self, i: int, x2: torch.Tensor, rows: Rows, C: int, exact: bool, again: bool = False) -> None:
         if self._chan_scratch is None or self._chan_scratch.shape[1] != C or self._chan_scratch.device != x2.device:
             self._chan_scratch = torch.zeros(len(self.chan_sites), C, dtype=torch.float32, device=x2.device)
-        out = self._chan_scratch[self._chan_row[i]]
+        row = self._chan_scratch[self._chan_row[i]]
+        out = torch.empty_like(row) if again else row
+        self._channel_max(out, x2, rows, exact)
+        if again:
+            torch.maximum(row, out, out=row)
+
+    def _channel_max(self, out: torch.Tensor, x2: torch.Tensor, rows: Rows, exact: bool) -> None:
         if not self._on_accelerator(x2):
             valid = x2 if bool(rows.valid.all()) else x2[rows.valid]
             if exact:
