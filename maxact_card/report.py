@@ -18,7 +18,7 @@ from typing import Any, Optional
 from .errors import ReportError
 from .files import write_atomic
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 
 # Site kinds that count towards M, the paper's headline maximum, in forward order inside a layer.
 HEADLINE_KINDS = ("embed", "attn", "mixer", "mlp", "residual", "final_norm")
@@ -42,6 +42,7 @@ class Location:
     channel: int
     sign: int
     expert: Optional[int] = None  # at a per-expert site: the expert (schema 1.5)
+    stream: Optional[int] = None  # in a multi-stream residual (hyper-connections): the stream (schema 1.6)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class TopValue:
 class ChannelMax:
     channel: int
     absmax: float
+    stream: Optional[int] = None  # schema 1.6
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Peak:
     channel: int
     nonfinite: int = 0  # schema 1.2
     finite_abs: Optional[float] = None  # schema 1.2
+    stream: Optional[int] = None  # schema 1.6: the residual stream, where the model has several
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ pull the activation tensor out of what the module returns.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import inspect
 import textwrap
@@ -30,9 +31,9 @@ from .errors import UnsupportedArchitectureError
 # A decoder layer's blocks, by attribute name: attention, other token mixers (SSM, convolution,
 # recurrence), MLPs. A block whose class says otherwise (nemotron_h's `mixer` may be an attention or
 # an MLP) is taken for what its class is.
-ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention")
+ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention", "self_att")
 MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm", "mlstm_layer")
-MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn")
+MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
 NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm",
@@ -61,6 +62,7 @@ class Site:
     select: int = 0
     half: bool = False
     flat: bool = False
+    streams: int = 1  # a multi-stream residual [B, T, streams, C] (hyper-connections), read as [B, T, streams*C]
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,19 @@ def find_sites(model: nn.Module) -> ModelSites:
     norm = _first(stacks[-1], NORM_NAMES)
     if norm is not None:
         sites.append(Site("final_norm", "final_norm", None, norm))
+    streams = residual_streams(model)
+    if streams > 1:  # the layers read and write [B, T, streams, C]: the embeddings' copies, the residuals
+        sites = [dataclasses.replace(s, streams=streams) if s.kind in ("embed", "residual") else s for s in sites]
     return ModelSites(tuple(sites), len(layers), layers, _routers(layers, sites), tuple(blocks))
+
+
+def residual_streams(model: nn.Module) -> int:
+    """How many residual streams the layers carry: 1, or the hyper-connections' `hc_mult`
+    (DeepSeek-V4, HY-V4)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    streams = getattr(text, "hc_mult", None)
+    return streams if isinstance(streams, int) and streams > 1 else 1
 
 
 def is_fused(module: Optional[nn.Module]) -> bool:
@@ -218,8 +232,8 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             count[kind] = count.get(kind, 0) + 1
             name = f"{p}.{kind}" if count[kind] == 1 else f"{p}.{kind}.{path}"
             out = m
-            if post.get(attr) == RESIDUAL_INSIDE:
-                out = _first(m, OUT_NAMES if kind != "mlp" else DOWN_NAMES) or m
+            if post.get(attr) == RESIDUAL_INSIDE or adds_residual(type(m)):
+                out = _output_projection(m, kind)
             elif attr in post and len(members) == 1 and isinstance(getattr(layer, post[attr], None), nn.Module):
                 out = getattr(layer, post[attr])  # (a norm the forward uses only under some configs may be absent)
             found.append(Block(i, kind, name, m, out))
@@ -234,6 +248,44 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             f"(found: {children}); please open an issue with the model id"
         )
     return found
+
+
+def _output_projection(block: nn.Module, kind: str) -> nn.Module:
+    """The linear layer whose output a block that adds the residual itself adds to it: its output
+    (or down) projection by name, else its last linear layer (CPM-Ant's attention_out, w_out)."""
+    named = _first(block, OUT_NAMES if kind != "mlp" else DOWN_NAMES)
+    if named is not None:
+        return named
+    linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else block
+
+
+@functools.cache
+def adds_residual(cls: type) -> bool:
+    """A block whose forward returns its input plus what it computed (CPM-Ant's blocks):
+    `return x + y`, or `x = x + y` ... `return x`, x being its first argument and still the input
+    there (DeepSeek's MoE adds its shared experts to a reassigned `hidden_states`)."""
+    try:
+        fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError):
+        return False
+    if not isinstance(fn, ast.FunctionDef) or len(fn.args.args) < 2:
+        return False
+    first = fn.args.args[1].arg
+
+    def plus_input(node) -> bool:
+        return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and \
+            any(isinstance(side, ast.Name) and side.id == first for side in (node.left, node.right))
+
+    assigns = sorted((n for n in ast.walk(fn) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and any(
+        isinstance(t, ast.Name) and t.id == first for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))),
+        key=lambda n: n.lineno)
+    returns = [(n.lineno, n.value.elts[0] if isinstance(n.value, ast.Tuple) and n.value.elts else n.value)
+               for n in ast.walk(fn) if isinstance(n, ast.Return) and n.value is not None]
+    if any(plus_input(r) and not any(a.lineno < line for a in assigns) for line, r in returns):
+        return True
+    return bool(assigns) and isinstance(assigns[0], ast.Assign) and plus_input(assigns[0].value) and \
+        len(assigns) == 1 and any(isinstance(r, ast.Name) and r.id == first for _, r in returns)
 
 
 @functools.cache

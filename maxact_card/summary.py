@@ -112,6 +112,11 @@ def experts_line(report: Report) -> str:
     return line
 
 
+def where_channel(loc) -> str:
+    """'channel 17', or 'stream 2, channel 17' in a multi-stream residual."""
+    return (f"stream {loc.stream}, " if loc.stream is not None else "") + f"channel {loc.channel}"
+
+
 def summary(report: Report) -> str:
     m, c = report.model, report.corpus
     lines = [f"maxact-card {report.tool_version}  {m.id}" + (f" @ {m.revision[:12]}" if m.revision else ""),
@@ -124,13 +129,13 @@ def summary(report: Report) -> str:
     elif p.nonfinite:
         where = f"layer {p.layer}, " if p.layer is not None else ""
         lines.append(f"M = NON-FINITE: {p.nonfinite:,} NaN/Inf activations, the first at {p.site}: {where}"
-                     f"sample {p.sample}, position {p.position}, token {p.token!r}, channel {p.channel}")
+                     f"sample {p.sample}, position {p.position}, token {p.token!r}, {where_channel(p)}")
         lines.append(f"largest finite |a|: {fmt(p.finite_abs) if p.finite_abs is not None else 'none'}")
         lines.append(fp16_answer(report)[1])
     else:
         where = f"layer {p.layer}, " if p.layer is not None else ""
         lines.append(f"M = {fmt(p.abs)}  (signed {p.value:.6g}) at {p.site}: {where}sample {p.sample}, "
-                     f"position {p.position}, token {p.token!r}, channel {p.channel}")
+                     f"position {p.position}, token {p.token!r}, {where_channel(p)}")
         if report.peak_interval:
             lines.append(f"  {interval_text(*report.peak_interval)} over the samples (bootstrap)")
         lines.append(fp16_answer(report)[1])

@@ -36,6 +36,7 @@ CLASSES = {
     "nanochat": "one norm applied to the embeddings and again at the end",
     "dory": "looped layers: sites that run several times per forward",
     "hrm_text": "two stacks of layers (HRM's L and H modules), each looped",
+    "deepseek_v4": "hyper-connections: a residual of 4 streams [B, T, 4, C]",
 }
 PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
 
@@ -126,3 +127,34 @@ def test_the_coverage_table_lists_every_causal_lm_type_of_the_installed_transfor
     for t in list(CLASSES) + list(PAPER):
         assert next(r for r in rows if r["type"] == t)["status"] == "ok", t
     assert os.path.getsize(ROOT / "docs" / "coverage.md") > 0
+
+
+def test_multi_stream_residuals_are_measured_over_every_stream_and_located_by_stream():
+    """DeepSeek-V4's hyper-connections carry the residual as [B, T, streams, C]: every stream of a
+    token is measured, and the location of M names the stream."""
+    from maxact_card.measure.passes import measure
+    from maxact_card.summary import where_channel
+
+    model = coverage.build("deepseek_v4")
+    S, C = model.config.hc_mult, model.config.hidden_size
+    assert S > 1
+
+    def plant(module, args, out):
+        out = out.clone()
+        out[1, 3, 2, 5] = -7.5e4  # sample 1, position 3, stream 2, channel 5
+        return out
+
+    handle = model.model.layers[0].register_forward_hook(plant)
+    ids = [list(range(3, 15)), list(range(20, 29))]
+    try:
+        m = measure(model, find_sites(model), ids, pad_id=0, calib_indices=None, decode=str, batch_size=2)
+    finally:
+        handle.remove()
+    res = {s.name: s for s in m.sites}["layers.0.residual"]
+    assert res.count == (12 + 9) * S * C
+    loc = res.absmax_location
+    assert (res.absmax, loc.sample, loc.position, loc.stream, loc.channel, loc.sign) == (7.5e4, 1, 3, 2, 5, -1)
+    assert (res.top_channels[0].stream, res.top_channels[0].channel) == (2, 5)
+    assert where_channel(loc) == "stream 2, channel 5"
+    embed = {s.name: s for s in m.sites}["embed"]
+    assert embed.count == (12 + 9) * S * C and embed.absmax_location.stream is not None

@@ -105,7 +105,7 @@ def build(model_type: str):
 
 
 def row_of(model_type: str, status: str = "fails", note: str = "") -> dict:
-    return {"type": model_type, "status": status, "kinds": [], "quant": False, "residual": "-", "experts": "-",
+    return {"type": model_type, "status": status, "kinds": [], "quant": False, "residual": "-", "blocks": "-", "experts": "-",
             "note": note}
 
 
@@ -143,6 +143,54 @@ def residual_check(model, sites, stats) -> str:
         diffs.append(abs(r - v) / max(v, 1e-30))
     worst = max(diffs, default=0.0)
     return "bit for bit" if worst == 0 else f"within {worst:.0e}" if worst <= 1e-5 else f"differs ({worst:.1e})"
+
+
+def contributions(model, sites, ids):
+    """One forward of `ids` [B, T]: each layer's input and output and what its attn/mixer/mlp sites
+    see (their first call), as the probe reads them."""
+    import torch
+
+    from maxact_card.measure.context import make_context
+    from maxact_card.measure.hooks import activation
+
+    ctx = make_context(ids, torch.ones_like(ids), torch.arange(ids.shape[0]), None)
+    residual = {s.layer: s for s in sites.sites if s.kind == "residual"}
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name, site, x):
+        if name not in seen:
+            seen[name] = activation(site, x, ctx).detach().clone()
+
+    handles = [s.module.register_forward_hook(lambda m, a, out, s=s: keep(s.name, s, out))
+               for s in sites.sites if s.kind in ("attn", "mixer", "mlp", "residual") and s.capture == "output"]
+    handles += [layer.register_forward_pre_hook(
+        lambda m, a, kw, i=i: keep(f"in.{i}", residual[i], a[0] if a else kw["hidden_states"]), with_kwargs=True)
+        for i, layer in enumerate(sites.layers)]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def blocks_check(model, sites) -> str:
+    """Per layer: its input plus its attn/mixer/mlp sites equals its output (the sites are what the
+    blocks add to the residual stream)."""
+    import torch
+
+    if any(s.streams > 1 for s in sites.sites):
+        return "n/a (streams)"  # hyper-connections mix the streams: no plain sum
+    seen = contributions(model, sites, torch.tensor([SAMPLES[0]]))
+    worst, where = 0.0, None
+    for i in range(sites.num_layers):
+        out = seen[f"layers.{i}.residual"].double()
+        total = seen[f"in.{i}"].double() + sum(seen[b.name].double() for b in sites.blocks if b.layer == i)
+        diff = float((total - out).abs().max() / out.abs().max().clamp_min(1e-12))
+        if diff > worst:
+            worst, where = diff, i
+    return "sum = output" if worst <= 1e-4 else f"differs at layer {where} ({worst:.1e})"
 
 
 def experts_check(model, sites, out) -> str:
@@ -203,10 +251,12 @@ def probe_type(model_type: str) -> dict:
             row["note"] = "quant check: " + one_line(e)
             out = measure(model, sites, SAMPLES, 0, str, batch_size=2)
         row["residual"] = residual_check(model, sites, out.sites)
+        row["blocks"] = blocks_check(model, sites)
         if sites.expert_sites:
             row["experts"] = experts_check(model, sites, out)
         ok = row["quant"] and row["residual"] != "-" and not row["residual"].startswith(("differs", "no "))
         ok = ok and (row["experts"] == "-" or row["experts"].endswith("seam = eager"))
+        ok = ok and not row["blocks"].startswith("differs")
         row["status"] = "ok" if ok else "partial"
     except Exception as e:  # noqa: BLE001
         row["note"] = one_line(e)
@@ -283,16 +333,18 @@ def markdown(rows: list[dict]) -> str:
            "Each type is built tiny with random weights from its config class (hidden 64, 2 layers, 4 experts "
            "of which 2 per token), audited with the quant check, and cross-checked: **residual** compares "
            "each `layers.{i}.residual` with a plain forward hook on the decoder layer (each sample alone); "
+           "**blocks** checks that each layer's input plus its `attn`/`mixer`/`mlp` sites equals its output "
+           "(the sites are what the blocks add to the residual stream); "
            "**experts** (fused MoE experts) runs the experts seam against transformers' `eager` experts "
            "(logits bit for bit in float32), checks that every token was routed to top-k experts, and names "
            "the module whose first output is the router's pre-softmax logits.", "",
            f"Fused MoE families with per-expert sites ({len(moe)}): " + ", ".join(f"`{t}`" for t in moe) + ".", "",
-           "| type | status | site kinds | quant check | residual | experts | note |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "| type | status | site kinds | quant check | residual | blocks | experts | note |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         note = r["note"].replace("|", "\\|")
         out.append(f"| `{r['type']}` | {r['status']} | {', '.join(r['kinds'])} | {'yes' if r['quant'] else 'no'} "
-                   f"| {r['residual']} | {r['experts']} | {note} |")
+                   f"| {r['residual']} | {r.get('blocks', '-')} | {r['experts']} | {note} |")
     return "\n".join(out) + "\n"
 
 

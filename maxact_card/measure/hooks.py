@@ -31,9 +31,15 @@ def activation(site: Site, value, ctx: BatchContext) -> torch.Tensor:
     x = value[site.select] if isinstance(value, (tuple, list)) else value
     if site.half:
         x = x[..., : x.shape[-1] // 2]
+    B, T = ctx.valid.shape
     if site.flat or x.dim() == 2 or (x.dim() > 3 and math.prod(x.shape[1:-2]) == 1):
-        B, T = ctx.valid.shape  # flattened tokens, or [B, 1, T, C] (the latent MLA's kv_b_proj reads)
-        x = x.reshape(B, T, -1)
+        return x.reshape(B, T, -1)  # flattened tokens, or [B, 1, T, C] (the latent MLA's kv_b_proj reads)
+    if x.dim() > 3 and tuple(x.shape[:2]) == (B, T):
+        # [B, T, streams, C] (hyper-connections' residual streams), [B, T, groups, C] (a grouped
+        # projection's input): all of a token's values in its row
+        return x.reshape(B, T, -1)
+    if x.dim() == 3 and x.shape[0] == B and x.shape[1] > T:
+        return x[:, -T:]  # tokens the model puts before the input (CPM-Ant's prompt): the input's positions
     return x
 
 

@@ -61,7 +61,8 @@ class Measurement:
 
 def site_bank(model_sites: ModelSites, device: torch.device, *, hist_stride: int = HIST_STRIDE,
               accelerator: Optional[bool] = None, samples: int = 0) -> SiteBank:
-    infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual") for s in model_sites.hooked]
+    infos = [SiteInfo(s.name, s.kind, s.layer, channels=s.kind == "residual", streams=s.streams)
+             for s in model_sites.hooked]
     return SiteBank(infos, device, hist_stride=hist_stride, accelerator=accelerator, samples=samples)
 
 

@@ -21,13 +21,14 @@ def peak_of(sites: Sequence[SiteStats]) -> Optional[Peak]:
         first, loc = bad[0], bad[0].nonfinite_location
         return Peak(value=math.inf, abs=math.inf, site=first.name, kind=first.kind, layer=first.layer,
                     sample=loc.sample, position=loc.position, token=loc.token, token_id=loc.token_id,
-                    channel=loc.channel, nonfinite=sum(s.nonfinite for s in bad),
+                    channel=loc.channel, stream=loc.stream, nonfinite=sum(s.nonfinite for s in bad),
                     finite_abs=best.absmax if best is not None else None)
     if best is None or best.absmax_location is None:
         return None
     loc = best.absmax_location
     return Peak(value=loc.sign * best.absmax, abs=best.absmax, site=best.name, kind=best.kind, layer=best.layer,
-                sample=loc.sample, position=loc.position, token=loc.token, token_id=loc.token_id, channel=loc.channel)
+                sample=loc.sample, position=loc.position, token=loc.token, token_id=loc.token_id, channel=loc.channel,
+                stream=loc.stream)
 
 
 def site_maxima(sites: Sequence[SiteStats]) -> dict[str, float]:

@@ -67,6 +67,7 @@ class SiteInfo:
     kind: str
     layer: Optional[int]
     channels: bool = False  # keep per-channel max |a| (residual sites)
+    streams: int = 1  # rows hold every residual stream of a token: channel = stream * width + c
 
 
 class _Scratch:
@@ -130,6 +131,7 @@ class SiteBank(Observer):
         self.massive_mode = [False] * S
         self._scratch: dict[tuple, _Scratch] = {}
         self._width = [0] * S
+        self.row_width = [0] * S  # each site's row width (every stream of a multi-stream residual)
         self._fired: list[Optional[_Scratch]] = [None] * S
         self._repeat: dict[tuple, _Scratch] = {}  # a second call's rows (site_stats._again)
         self._chan_row = {s: r for r, s in enumerate(self.chan_sites)}
@@ -180,7 +182,7 @@ class SiteBank(Observer):
                                                self._on_accelerator(x))
         sc.sites.append(i)
         self._fired[i] = sc
-        self._width[i] = C
+        self._width[i] = self.row_width[i] = C
         if sc.device_path:
             _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
             exact = self.exact[i]
@@ -361,6 +363,7 @@ class SiteBank(Observer):
     # -- results ----------------------------------------------------------------------------------------
     def result(self, decode: Callable[[int], str] = str) -> tuple[SiteStats, ...]:
         host = {n: t.detach().cpu() for n, t in self.state_dict().items()}
+        host["width"] = self.row_width
         return tuple(_site_result(s, i, host, self._chan_row.get(i), decode) for i, s in enumerate(self.sites))
 
 
@@ -399,9 +402,15 @@ def channel_and_value(mx: torch.Tensor, mn: torch.Tensor, imx: torch.Tensor, imn
 def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decode) -> SiteStats:
     count, nonfinite = int(h["count"][i]), int(h["nonfinite"][i])
 
+    width = h["width"][i] // info.streams if info.streams > 1 else 0
+
+    def stream_channel(c: int) -> tuple[Optional[int], int]:
+        return divmod(c, width) if width else (None, c)
+
     def loc(t: torch.Tensor, sign: int) -> Location:
         s, p, tok, c = (int(v) for v in t.tolist())
-        return Location(sample=s, position=p, token_id=tok, token=decode(tok), channel=c, sign=sign)
+        stream, c = stream_channel(c)
+        return Location(sample=s, position=p, token_id=tok, token=decode(tok), channel=c, sign=sign, stream=stream)
 
     nf_loc = loc(h["nf_loc"][i, 0], 0) if nonfinite else None
     if count == 0:
@@ -414,7 +423,8 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
     if chan_row is not None and "chan" in h:
         c = h["chan"][chan_row]
         cv, ci = c.double().topk(min(TOP_CHANNELS, c.numel()))
-        chans = tuple(ChannelMax(channel=int(k), absmax=float(v)) for v, k in zip(cv.tolist(), ci.tolist()))
+        chans = tuple(ChannelMax(channel=stream_channel(k)[1], absmax=float(v), stream=stream_channel(k)[0])
+                      for v, k in zip(cv.tolist(), ci.tolist()))
     return SiteStats(
         name=info.name, kind=info.kind, layer=info.layer, count=count, nonfinite=nonfinite, nonfinite_location=nf_loc,
         max=float(h["max"][i]), min=float(h["min"][i]), absmax=abs(top[0].value), absmax_location=top[0].location,
