@@ -188,7 +188,7 @@ def run_audit(o: AuditOptions, *, echo: Callable[[str], None] = lambda s: None, 
     out = measure(model, model_sites, corpus.input_ids, pad_id, decode, batch_size=batch_size,
                   calib_indices=calib, percentiles=o.clip_percentiles, formats=o.e2e_formats if calib else (),
                   progress=lambda total, desc: progress_bar(total, desc, enabled=o.progress and group.main),
-                  group=group, seed=o.seed)
+                  group=group, seed=o.seed, note=echo)
     distributed.finish(group)  # every collective is done: process 0 alone writes what follows
 
     record = ModelRecord(

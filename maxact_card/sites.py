@@ -33,11 +33,11 @@ from .errors import UnsupportedArchitectureError
 # an MLP) is taken for what its class is.
 ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention", "self_att")
 MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm", "mlstm_layer")
-MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block")
+MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block", "mlps", "shared_mlp")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
 NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm",
-              "out_norm", "ln_out")
+              "out_norm", "ln_out", "output_layernorm")
 # The decoder's list of layers, and an MLP's projections: gate, down (whose input is `down_in`).
 LAYER_LISTS = ("layers", "h", "blocks", "layer")
 GATE_NAMES = ("gate_proj", "w1", "proj_up_gate")
@@ -171,10 +171,10 @@ def find_sites(model: nn.Module) -> ModelSites:
 
 def residual_streams(model: nn.Module) -> int:
     """How many residual streams the layers carry: 1, or the hyper-connections' `hc_mult`
-    (DeepSeek-V4, HY-V4)."""
+    (DeepSeek-V4, HY-V4: [B, T, streams, C]) or `hc_count` (Qwen4-exp: [B, T, streams*C])."""
     config = getattr(model, "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    streams = getattr(text, "hc_mult", None)
+    streams = getattr(text, "hc_mult", None) or getattr(text, "hc_count", None)
     return streams if isinstance(streams, int) and streams > 1 else 1
 
 
@@ -234,12 +234,17 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             out = m
             if post.get(attr) == RESIDUAL_INSIDE or adds_residual(type(m)):
                 out = _output_projection(m, kind)
+            elif _post_norm_output(m) is not None:
+                out = _post_norm_output(m)
             elif attr in post and len(members) == 1 and isinstance(getattr(layer, post[attr], None), nn.Module):
                 out = getattr(layer, post[attr])  # (a norm the forward uses only under some configs may be absent)
             found.append(Block(i, kind, name, m, out))
     fc1, fc2 = getattr(layer, "fc1", None), getattr(layer, "fc2", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(fc1, nn.Module) and isinstance(fc2, nn.Module):
         found.append(Block(i, "mlp", f"{p}.mlp", layer, fc2, ("fc1", "fc2")))
+    inter, output = getattr(layer, "intermediate", None), getattr(layer, "output", None)
+    if not any(b.kind == "mlp" for b in found) and isinstance(inter, nn.Module) and _post_norm_output(layer):
+        found.append(Block(i, "mlp", f"{p}.mlp", layer, _post_norm_output(layer), ("intermediate", "output")))
     found.sort(key=lambda b: ("attn", "mixer", "mlp").index(b.kind))  # forward order; parallel branches first
     if not found:
         children = ", ".join(n for n, _ in layer.named_children())
@@ -248,6 +253,14 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             f"(found: {children}); please open an issue with the model id"
         )
     return found
+
+
+def _post_norm_output(block: nn.Module) -> Optional[nn.Module]:
+    """BERT's layout (GIT's text decoder): an `output` module computing LayerNorm(dense(x) + input);
+    what the block adds is that dense layer's output."""
+    output = getattr(block, "output", None)
+    dense = getattr(output, "dense", None)
+    return dense if isinstance(dense, nn.Linear) and isinstance(getattr(output, "LayerNorm", None), nn.Module) else None
 
 
 def _output_projection(block: nn.Module, kind: str) -> nn.Module:
@@ -290,10 +303,11 @@ def adds_residual(cls: type) -> bool:
 
 @functools.cache
 def post_block_norms(cls: type) -> dict[str, str]:
-    """{block attribute: norm attribute} for the norms a layer applies to a block's output before
-    adding it to the residual stream (Gemma's post_attention_layernorm, OLMo 2's, GLM-4's
-    post_self_attn_layernorm), read from the layer's forward: a `self.<norm>(x)` on what a
-    `self.<block>(...)` returned, before the next addition."""
+    """{block attribute: module attribute} for the module a layer applies last to a block's output
+    before adding it to the residual stream: a norm (Gemma's post_attention_layernorm, OLMo 2's,
+    GLM-4's post_self_attn_layernorm), a short convolution (Inkling's attn_sconv); read from the
+    layer's forward: a `self.<module>(x)` on what a `self.<block>(...)` returned, before the next
+    addition."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
     except (OSError, TypeError, SyntaxError):
@@ -315,12 +329,17 @@ def post_block_norms(cls: type) -> dict[str, str]:
             isinstance(call.func.value, ast.Name) and call.func.value.id == "self" else None
         if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) for n in ast.walk(node.value)):
             pending.clear()
-        elif attr and "norm" in attr.lower() and call.args and isinstance(call.args[0], ast.Name) \
+        elif attr and attr not in blocks and len(call.args) == 1 and isinstance(call.args[0], ast.Name) \
                 and call.args[0].id in pending:
-            out.setdefault(pending.pop(call.args[0].id), attr)
+            block = pending.pop(call.args[0].id)  # the last module applied before the addition
+            if "drop" not in attr.lower() and out.get(block) != RESIDUAL_INSIDE:  # dropout: the identity
+                out[block] = attr
+            if target:
+                pending[target] = block
         elif attr in blocks and target:
             pending[target] = attr
-    return out
+    shared = {m for m in out.values() if m != RESIDUAL_INSIDE and list(out.values()).count(m) > 1}  # after two blocks
+    return {b: m for b, m in out.items() if m not in shared}
 
 
 def _layer_sites(i: int, layer: nn.Module, blocks: list[Block]) -> list[Site]:

@@ -12,7 +12,8 @@ the same result dtype everywhere), with taps between them:
 * `gate(x, expert_g, token_g)`: the pre-activation gate rows;
 * `down_in(x, expert_g, token_g)`: each expert's down-projection input rows (may return a replacement).
 
-`token_g` indexes the MoE block's flattened tokens (row b * T + t of the batch). Nothing in here
+`token_g` indexes the MoE block's flattened tokens (row b * T + t of the batch; where the module
+repeats each token's row once per route, row // routes). Nothing in here
 reads a value back to the host.
 """
 
@@ -58,7 +59,7 @@ def _eager_linear(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
     return nn.functional.linear(x, weight, bias)
 
 
-def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps) -> torch.Tensor:
+def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps, rep: int = 1) -> torch.Tensor:
     """transformers' `eager` experts loop (one linear per expert that got tokens, the tokens of an
     expert in (slot, token) order, accumulated with index_add_ in expert order), with the taps. On
     the CPU, where reading the token counts back costs nothing."""
@@ -68,7 +69,7 @@ def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps
     token_g, slot_g = order % num_tokens, order // num_tokens
     selected = hidden_states[token_g]
     if taps:
-        selected = _apply(taps, "gate_up_in", selected, expert_g, token_g)
+        selected = _apply(taps, "gate_up_in", selected, expert_g, token_g // rep)
     counts = torch.bincount(expert_g, minlength=self.num_experts).tolist()
     outs, gates = [], []
     start = 0
@@ -87,10 +88,10 @@ def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps
     if taps and gates:
         gate = gate_columns(self, torch.cat(gates))
         for t in taps:
-            t.gate(gate, expert_g, token_g)
+            t.gate(gate, expert_g, token_g // rep)
     inner = [self._apply_gate(p) if self.has_gate else self.act_fn(p) for _, _, _, p in outs]
     if taps and inner:
-        mid = _apply(taps, "down_in", torch.cat(inner), expert_g, token_g)
+        mid = _apply(taps, "down_in", torch.cat(inner), expert_g, token_g // rep)
         inner = list(mid.split([n for _, _, n, _ in outs]))
     final = torch.zeros_like(hidden_states)
     for (e, start, n, _), h in zip(outs, inner):
@@ -102,7 +103,7 @@ def _eager_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps
     return final
 
 
-def _grouped_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps) -> torch.Tensor:
+def _grouped_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, taps, rep: int = 1) -> torch.Tensor:
     """transformers' `grouped_mm` experts forward, op for op, with the taps: no host sync."""
     from transformers.integrations import moe
 
@@ -119,7 +120,7 @@ def _grouped_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, ta
     tokens_per_expert = torch.histc(histc_input, bins=self.num_experts, min=0, max=self.num_experts - 1)
     offsets = torch.cumsum(tokens_per_expert, dim=0, dtype=torch.int32)
     if taps:
-        selected = _apply(taps, "gate_up_in", selected, expert_ids_g, token_g)
+        selected = _apply(taps, "gate_up_in", selected, expert_ids_g, token_g // rep)
     weights = self.gate_up_proj if self.has_gate else self.up_proj
     biases = None
     if self.has_bias:
@@ -129,12 +130,12 @@ def _grouped_path(self: nn.Module, hidden_states, top_k_index, top_k_weights, ta
         if taps:
             gate = gate_columns(self, proj)
             for t in taps:
-                t.gate(gate, expert_ids_g, token_g)
+                t.gate(gate, expert_ids_g, token_g // rep)
         proj = self._apply_gate(proj)
     else:
         proj = self.act_fn(proj)
     if taps:
-        proj = _apply(taps, "down_in", proj, expert_ids_g, token_g)
+        proj = _apply(taps, "down_in", proj, expert_ids_g, token_g // rep)
     biases = self.down_proj_bias[expert_ids_g] if self.has_bias else None
     proj = moe._grouped_linear(proj, self.down_proj, offsets, bias=biases, is_transposed=self.is_transposed)
     if self.has_post_expert_norm:
@@ -156,7 +157,17 @@ def experts_forward(self: nn.Module, hidden_states: torch.Tensor, top_k_index: t
     taps = _ACTIVE.get(self)
     grouped = _ACCELERATOR[0] if _ACCELERATOR[0] is not None else hidden_states.device.type != "cpu"
     path = _grouped_path if grouped else _eager_path
-    return path(self, hidden_states, top_k_index, top_k_weights, taps)
+    return path(self, hidden_states, top_k_index, top_k_weights, taps, _rows_per_token(taps, hidden_states))
+
+
+def _rows_per_token(taps: Optional[list], hidden_states: torch.Tensor) -> int:
+    """1, or r where the module hands each token over as r consecutive rows (Ergo gives each of a
+    token's k routes its own row, repeat_interleave'd): the taps then get row // r as the token."""
+    ctx = next((t.ctx for t in taps or () if getattr(t, "ctx", None) is not None), None)
+    if ctx is None:
+        return 1
+    tokens, rows = ctx.valid.numel(), hidden_states.shape[0]
+    return rows // tokens if rows != tokens and rows % tokens == 0 else 1
 
 
 def register() -> None:

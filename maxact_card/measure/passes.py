@@ -25,6 +25,7 @@ from .batches import estimate_batch_size, plan_batches, run_batches
 from .check import Calibration, Evaluation, error_sites, linear_inputs
 from .expert_check import expert_inputs
 from .head import OutputHead
+from .padding import pads_cleanly
 from .context import BatchContext
 from .distributed import Group
 from .expert_stats import ProbeExperts
@@ -145,13 +146,16 @@ def measure(
     progress: Progress = no_progress,
     group: Group = Group(),
     accelerator: Optional[bool] = None,
+    note: Callable[[str], None] = lambda s: None,
 ) -> Measurement:
     """The probe over every sample; with `calib_indices`, also the INT8/FP8 check (calibration on
     those samples, evaluation on the rest; `formats`: the end-to-end ones, default
     `quant.e2e_formats`; `seed`: the bootstrap's). `batch_size=None`: estimate, halve on out-of-memory.
     Each pass reports to its own `progress` display: an evaluation sample costs 1 + (end-to-end
     formats) forwards, so one bar over both passes would misjudge the time left. `accelerator`:
-    force the statistics' accelerator path (True) or the CPU path (False); default: by device."""
+    force the statistics' accelerator path (True) or the CPU path (False); default: by device.
+    A model whose real tokens change with the padding beside them runs one sample per batch
+    (padding.py), said through `note`."""
     n = len(corpus_ids)
     check = calib_indices is not None
     first = list(calib_indices) if check else list(range(n))
@@ -162,6 +166,10 @@ def measure(
                          "lower --calib-samples or raise --samples")
     probe = Probe(model, model_sites, hist_stride=hist_stride, accelerator=accelerator, samples=n)
     lengths = [len(ids) for ids in corpus_ids]
+    if batch_size != 1 and not pads_cleanly(model, corpus_ids, pad_id):
+        note(f"{type(model).__name__}: padding changes the activations of the real tokens beside it (the model "
+             "does not follow the attention mask), so each sample runs alone (--batch-size 1)")
+        batch_size = 1
     adaptive = batch_size is None
     bs = batch_size or group.smallest(estimate_batch_size(model, max(lengths), with_logits=False))
     tokens = sum(lengths)  # every token of a sample is real (padding is added)
