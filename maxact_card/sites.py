@@ -242,7 +242,7 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
     fc1, fc2 = getattr(layer, "fc1", None), getattr(layer, "fc2", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(fc1, nn.Module) and isinstance(fc2, nn.Module):
         found.append(Block(i, "mlp", f"{p}.mlp", layer, fc2, ("fc1", "fc2")))
-    inter, output = getattr(layer, "intermediate", None), getattr(layer, "output", None)
+    inter = getattr(layer, "intermediate", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(inter, nn.Module) and _post_norm_output(layer):
         found.append(Block(i, "mlp", f"{p}.mlp", layer, _post_norm_output(layer), ("intermediate", "output")))
     found.sort(key=lambda b: ("attn", "mixer", "mlp").index(b.kind))  # forward order; parallel branches first

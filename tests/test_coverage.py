@@ -37,6 +37,14 @@ CLASSES = {
     "dory": "looped layers: sites that run several times per forward",
     "hrm_text": "two stacks of layers (HRM's L and H modules), each looped",
     "deepseek_v4": "hyper-connections: a residual of 4 streams [B, T, 4, C]",
+    "qwen4_exp_text": "hyper-connections with the streams flattened [B, T, 4C]; no final norm",
+    "cpmant": "blocks that add the residual themselves; a prompt before the input; a mask of its own",
+    "git": "BERT-style post-norm layers (attention.output.dense, intermediate/output)",
+    "inkling_text": "a short convolution after each block, before the add",
+    "longcat_flash": "two attentions and two MLPs per layer beside an MoE",
+    "granitemoehybrid": "a shared MLP beside the MoE",
+    "ergo": "gated adds; experts that give each route its own row",
+    "zaya": "a projection run again on a zero state [B, 1, C]",
 }
 PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
 
@@ -46,6 +54,8 @@ def test_each_layout_audits_with_the_quant_check_and_its_residual_matches_plain_
     row = coverage.probe_type(model_type)
     assert row["status"] == "ok", row
     assert row["quant"] and (row["residual"] == "bit for bit" or row["residual"].startswith("within")), row
+    assert row["blocks"] in ("sum = output", "n/a (streams)") or row["blocks"].startswith("not a plain sum: "), row
+    assert row["blocks"] != "n/a (streams)" or model_type in ("deepseek_v4", "qwen4_exp_text"), row
 
 
 def test_mixers_and_parallel_branches_are_each_measured():

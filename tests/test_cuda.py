@@ -87,3 +87,28 @@ def test_half_precision_audit_on_cuda(dtype):
     assert peak_of(out.sites).abs == pytest.approx(peak_of(ref.sites).abs, rel=0.02)
     assert all(s.count == r.count and s.quantiles for s, r in zip(out.sites, ref.sites))
     assert all(math.isfinite(e.delta_nll) for e in out.quant.end_to_end)
+
+
+@pytest.mark.parametrize("model_type", ["dory", "deepseek_v4", "cpmant", "cohere", "ergo"])
+def test_the_sweeps_layouts_audit_on_cuda_as_on_the_cpu(model_type):
+    """Looped layers (sites called again), multi-stream residuals, a prompt before the input and a
+    mask of the model's own, a head that scales its logits, experts that repeat rows per route."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import coverage  # tools/coverage.py
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    runs = []
+    for device in ("cpu", "cuda"):
+        model = coverage.build(model_type).to(device)
+        runs.append(measure(model, find_sites(model), coverage.SAMPLES, 0, str, batch_size=2, hist_stride=1,
+                            calib_indices=[0, 2, 4]))
+    cpu, gpu = runs
+    for c, g in zip(cpu.sites, gpu.sites):
+        assert (g.name, g.count, g.nonfinite) == (c.name, c.count, c.nonfinite)
+        assert g.absmax == pytest.approx(c.absmax, rel=1e-4), c.name
+        assert (g.absmax_location.stream, g.absmax_location.channel) == (c.absmax_location.stream,
+                                                                         c.absmax_location.channel), c.name
+    assert gpu.quant.baseline_nll == pytest.approx(cpu.quant.baseline_nll, rel=1e-4)

@@ -28,9 +28,11 @@ def _calls(nan: bool):
     return x1, x2, BatchContext(valid, torch.tensor([4, 7]), ids)
 
 
-def _run(accelerator: bool, nan: bool) -> SiteBank:
+def _run(accelerator: bool, nan: bool, device: str = "cpu") -> SiteBank:
     x1, x2, ctx = _calls(nan)
-    bank = SiteBank([SiteInfo("final_norm", "final_norm", None, channels=True)], accelerator=accelerator, samples=8)
+    x1, x2, ctx = x1.to(device), x2.to(device), ctx.on(torch.device(device))
+    bank = SiteBank([SiteInfo("final_norm", "final_norm", None, channels=True)], device, accelerator=accelerator,
+                    samples=8)
     for _ in range(4):  # the accelerator path asks for its modes, then runs the batch again
         bank.update_site(0, x1, ctx)
         bank.update_site(0, x2, ctx)
@@ -42,11 +44,14 @@ def _run(accelerator: bool, nan: bool) -> SiteBank:
     raise AssertionError("the modes never settled")
 
 
-@pytest.mark.parametrize("accelerator", [False, True])
+CUDA = pytest.param(None, "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+@pytest.mark.parametrize("accelerator,device", [(False, "cpu"), (True, "cpu"), CUDA])
 @pytest.mark.parametrize("nan", [False, True])
-def test_a_site_called_twice_is_measured_over_both_calls(accelerator, nan):
+def test_a_site_called_twice_is_measured_over_both_calls(accelerator, device, nan):
     x1, x2, ctx = _calls(nan)
-    (s,) = _run(accelerator, nan).result()
+    (s,) = _run(accelerator, nan, device).result()
     both = torch.cat([x1[ctx.valid], x2[ctx.valid]]).double()  # every real token's rows, both calls
     finite = both[torch.isfinite(both)]
     assert s.count == finite.numel() == 2 * 10 * int(ctx.valid.sum()) - (2 if nan else 0)

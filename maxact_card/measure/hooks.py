@@ -26,8 +26,10 @@ from .context import BatchContext
 Observe = Callable[[torch.Tensor, BatchContext], None]
 
 
-def activation(site: Site, value, ctx: BatchContext) -> torch.Tensor:
-    """The activation tensor [B, T, C] a site's hook sees in `value` (a module output or input)."""
+def activation(site: Site, value, ctx: BatchContext) -> Optional[torch.Tensor]:
+    """The activation tensor [B, T, C] a site's hook sees in `value` (a module output or input);
+    None for a call on something else than the batch's tokens (Zaya runs its delayed value
+    projection once more on a zero state [B, 1, C])."""
     x = value[site.select] if isinstance(value, (tuple, list)) else value
     if site.half:
         x = x[..., : x.shape[-1] // 2]
@@ -40,7 +42,7 @@ def activation(site: Site, value, ctx: BatchContext) -> torch.Tensor:
         return x.reshape(B, T, -1)
     if x.dim() == 3 and x.shape[0] == B and x.shape[1] > T:
         return x[:, -T:]  # tokens the model puts before the input (CPM-Ant's prompt): the input's positions
-    return x
+    return x if tuple(x.shape[:2]) == (B, T) else None
 
 
 def _observe(fn: Observe, x: torch.Tensor, ctx: BatchContext) -> None:
@@ -74,12 +76,16 @@ def _register(site: Site, fn: Observe, ctx: BatchContext, call: Callable) -> tor
     if site.capture == "input":
 
         def pre_hook(module, args, kwargs):
-            call(fn, activation(site, args[0] if args else kwargs["hidden_states"], ctx), ctx)
+            x = activation(site, args[0] if args else kwargs["hidden_states"], ctx)
+            if x is not None:
+                call(fn, x, ctx)
 
         return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def hook(module, args, output):
-        call(fn, activation(site, output, ctx), ctx)
+        x = activation(site, output, ctx)
+        if x is not None:
+            call(fn, x, ctx)
 
     return site.module.register_forward_hook(hook)
 
