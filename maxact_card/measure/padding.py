@@ -5,7 +5,8 @@ the mask, or attends both ways (CPM-Ant derives its own mask from the ids, for l
 lets every token see every other), changes a real token's activations with the padding beside it,
 so its statistics would depend on the batch size. Before the audit the shortest sample runs once
 beside the longest and once alone; the base model's outputs for its tokens must agree to float
-rounding, else every sample runs alone.
+rounding, else every sample runs alone. (Where two samples do not fit in memory, none will share a
+batch anyway.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .batches import is_oom
 from .head import OutputHead
 from .hooks import forward, input_device
 
@@ -30,7 +32,13 @@ def pads_cleanly(model: nn.Module, corpus_ids: Sequence[Sequence[int]], pad_id: 
     head, device = OutputHead(model), input_device(model)
     with torch.inference_mode(), head.keep():
         batch = pad_batch([corpus_ids[long], corpus_ids[short]], [long, short], pad_id)
-        forward(model, batch.input_ids.to(device), batch.attention_mask.to(device))
+        try:
+            forward(model, batch.input_ids.to(device), batch.attention_mask.to(device))
+        except Exception as exc:  # noqa: BLE001 - out of memory: every batch will hold one sample
+            if not is_oom(exc):
+                raise
+            head.drop()
+            return True
         padded = head.hidden[1, : lengths[short]].float()
         alone = torch.tensor([list(corpus_ids[short])], device=device)
         forward(model, alone, torch.ones_like(alone))
