@@ -74,7 +74,10 @@ def describe(spec: str, *, revision: Optional[str] = None, token: Optional[str] 
         what = {"input": "input of", "experts": "inside (experts seam)"}.get(s.capture, "output of")
         return f"{what} {paths.get(id(s.module), '?')} ({type(s.module).__name__})"
 
-    lines = [f"{spec}: {type(model).__name__} ({config.model_type}), {sites.num_layers} decoder layers"]
+    streams = max(s.streams for s in sites.sites)
+    lines = [f"{spec}: {type(model).__name__} ({config.model_type}), {sites.num_layers} decoder layers"
+             + (f", a residual of {streams} streams (hyper-connections; embed and residual measured over all)"
+                if streams > 1 else "")]
     if show_all:
         lines += [f"  {s.name:<36} {'M' if s.kind in HEADLINE_KINDS else ' '}  {where(s)}" for s in sites.sites]
     else:

@@ -62,3 +62,17 @@ def test_an_encoder_is_refused_in_one_line(tmp_path: Path):
     (d / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     assert_one_line_error(invoke(["sites", str(d)]), "is an encoder model (bert)", "out of its scope")
     assert_one_line_error(invoke(["sites", str(tmp_path / "nothing")]), "no such file or directory")
+
+
+def test_a_multi_stream_residual_is_named(tmp_path: Path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import coverage  # tools/coverage.py
+
+    d = tmp_path / "v4"
+    coverage.build("deepseek_v4").config.save_pretrained(d)
+    result = invoke(["sites", str(d)])
+    assert result.exit_code == 0, result.output
+    assert "a residual of 4 streams (hyper-connections; embed and residual measured over all)" in \
+        result.output.splitlines()[0]
