@@ -129,7 +129,8 @@ def parse_config(text: str, model_id: str) -> dict[str, Any]:
 
 def check_config(cfg: dict[str, Any], model_id: str, trust_remote_code: bool) -> None:
     """Refuse, before any download of weights or import of model code, what cannot be audited: an
-    encoder or encoder-decoder model, or an architecture that lives in the repo's own code."""
+    encoder or encoder-decoder model, a draft model that runs on its target's states, or an
+    architecture that lives in the repo's own code."""
     kind = cfg.get("model_type")
     if cfg.get("is_encoder_decoder") or kind in ENCODER_TYPES:
         what = "an encoder-decoder" if cfg.get("is_encoder_decoder") else "an encoder"
@@ -137,6 +138,10 @@ def check_config(cfg: dict[str, Any], model_id: str, trust_remote_code: bool) ->
             f"{model_id} is {what} model ({kind or 'unknown type'}); maxact-card measures decoder-only "
             "language models (and the text decoder of vision-language models): encoder and encoder-decoder "
             "models are out of its scope")
+    if isinstance(kind, str) and kind.endswith("_assistant"):
+        raise UnsupportedArchitectureError(
+            f"{model_id} is a draft model for speculative decoding ({kind}): it runs on the states of its "
+            "target model, not on text alone; audit the target model")
     if trust_remote_code:
         return
     from transformers import CONFIG_MAPPING

@@ -20,7 +20,7 @@ import functools
 import inspect
 import textwrap
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from torch import nn
 
@@ -31,7 +31,7 @@ from .errors import UnsupportedArchitectureError
 # A decoder layer's blocks, by attribute name: attention, other token mixers (SSM, convolution,
 # recurrence), MLPs. A block whose class says otherwise (nemotron_h's `mixer` may be an attention or
 # an MLP) is taken for what its class is.
-ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention", "self_att")
+ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention", "self_att", "multi_head_attention")
 MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm", "mlstm_layer")
 MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block", "mlps", "shared_mlp")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
@@ -171,10 +171,11 @@ def find_sites(model: nn.Module) -> ModelSites:
 
 def residual_streams(model: nn.Module) -> int:
     """How many residual streams the layers carry: 1, or the hyper-connections' `hc_mult`
-    (DeepSeek-V4, HY-V4: [B, T, streams, C]) or `hc_count` (Qwen4-exp: [B, T, streams*C])."""
+    (DeepSeek-V4, HY-V4: [B, T, streams, C]) or `hc_count` (Qwen4-exp: [B, T, streams*C]), or
+    Gemma 3n's AltUp `altup_num_inputs` ([streams, B, T, C])."""
     config = getattr(model, "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    streams = getattr(text, "hc_mult", None) or getattr(text, "hc_count", None)
+    streams = getattr(text, "hc_mult", None) or getattr(text, "hc_count", None) or getattr(text, "altup_num_inputs", None)
     return streams if isinstance(streams, int) and streams > 1 else 1
 
 
@@ -219,13 +220,18 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             f"decoder layer {i} ({type(layer).__name__}) attends to an encoder's output: maxact-card measures "
             "decoder-only language models (and the text decoder of vision-language models); encoder-decoder "
             "models are out of its scope")
-    post = post_block_norms(type(layer))
+    post = post_block_norms(layer)
     found: list[Block] = []
     count: dict[str, int] = {}
+    candidates: list[tuple[str, nn.Module, str]] = []
     for attr, child in layer.named_children():
         kind = _kind(attr, child)
-        if kind is None:
-            continue
+        if kind is not None:
+            candidates.append((attr, child, kind))
+        elif not isinstance(child, nn.ModuleList):  # a wrapper: DBRX's norm_attn_norm, Zamba's shared transformer
+            candidates += [(f"{attr}.{sub}", g, k) for sub, g in child.named_children()
+                           if (k := _kind(sub, g)) is not None and not isinstance(g, nn.ModuleList)]
+    for attr, child, kind in candidates:
         members = [(f"{attr}.{j}", m) for j, m in enumerate(child)] if isinstance(child, nn.ModuleList) \
             else [(attr, child)]
         for path, m in members:  # several of one kind: layers.{i}.attn, then layers.{i}.attn.<path>
@@ -245,6 +251,10 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
     inter = getattr(layer, "intermediate", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(inter, nn.Module) and _post_norm_output(layer):
         found.append(Block(i, "mlp", f"{p}.mlp", layer, _post_norm_output(layer), ("intermediate", "output")))
+    ple, ple_out = getattr(layer, "per_layer_projection", None), getattr(layer, "post_per_layer_input_norm", None)
+    if isinstance(ple, nn.Linear) and isinstance(ple_out, nn.Module):  # Gemma 3n/4's per-layer input, gated
+        found.append(Block(i, "mlp", f"{p}.mlp.per_layer_input", layer, ple_out,
+                           ("per_layer_input_gate", "per_layer_projection")))
     found.sort(key=lambda b: ("attn", "mixer", "mlp").index(b.kind))  # forward order; parallel branches first
     if not found:
         children = ", ".join(n for n, _ in layer.named_children())
@@ -302,15 +312,69 @@ def adds_residual(cls: type) -> bool:
 
 
 @functools.cache
-def post_block_norms(cls: type) -> dict[str, str]:
+def _forward_tree(cls: type) -> Optional[ast.AST]:
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+
+def _flag(test: ast.AST) -> Optional[tuple[str, bool]]:
+    """`if self.x:` -> ("x", True), `if not self.x:` -> ("x", False); else None."""
+    negate = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+    node = test.operand if negate else test
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr, not negate
+    return None
+
+
+def _summands(node: ast.AST) -> list[ast.AST]:
+    """The terms of an addition chain `a + b + c` (one term: not an addition)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _summands(node.left) + _summands(node.right)
+    return [node]
+
+
+def _assignments(body: list, flags: dict[str, bool]) -> Iterator[ast.Assign]:
+    """The assignments of a function body in order; an `if self.<flag>:` takes the branch the
+    layer's flag selects (Gemma 4's MoE branch where the layer has none), any other both."""
+    for node in body:
+        if isinstance(node, ast.Assign):
+            yield node
+        elif isinstance(node, ast.If):
+            flag = _flag(node.test)
+            if flag is not None and flag[0] in flags:
+                yield from _assignments(node.body if flags[flag[0]] == flag[1] else node.orelse, flags)
+            else:
+                yield from _assignments(node.body, flags)
+                yield from _assignments(node.orelse, flags)
+        else:
+            for field in ("body", "orelse", "finalbody"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    yield from _assignments(inner, flags)
+
+
+def post_block_norms(layer: nn.Module) -> dict[str, str]:
     """{block attribute: module attribute} for the module a layer applies last to a block's output
     before adding it to the residual stream: a norm (Gemma's post_attention_layernorm, OLMo 2's,
     GLM-4's post_self_attn_layernorm), a short convolution (Inkling's attn_sconv); read from the
     layer's forward: a `self.<module>(x)` on what a `self.<block>(...)` returned, before the next
-    addition."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
-    except (OSError, TypeError, SyntaxError):
+    addition, in the branches the layer's own flags take."""
+    tree = _forward_tree(type(layer))
+    if tree is None:
+        return {}
+    names = sorted({f[0] for n in ast.walk(tree) if isinstance(n, ast.If) and (f := _flag(n.test)) is not None})
+    flags = tuple((n, bool(getattr(layer, n))) for n in names
+                  if isinstance(getattr(layer, n, None), (bool, int, float, type(None))))
+    return _post_modules(type(layer), flags)
+
+
+@functools.cache
+def _post_modules(cls: type, flags: tuple[tuple[str, bool], ...]) -> dict[str, str]:
+    tree = _forward_tree(cls)
+    fn = tree.body[0] if tree is not None and tree.body else None
+    if not isinstance(fn, ast.FunctionDef):
         return {}
     out: dict[str, str] = {}
     pending: dict[str, str] = {}  # variable -> the block whose output it holds
@@ -321,13 +385,17 @@ def post_block_norms(cls: type) -> dict[str, str]:
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in blocks and \
                 any(isinstance(a, ast.Name) and a.id == "residual" for a in [*call.args, *(k.value for k in call.keywords)]):
             out[call.func.attr] = RESIDUAL_INSIDE
-    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assign)), key=lambda n: (n.lineno, n.col_offset)):
+    for node in _assignments(fn.body, dict(flags)):
         targets = [t for tgt in node.targets for t in (tgt.elts if isinstance(tgt, ast.Tuple) else [tgt])]
         target = next((t.id for t in targets if isinstance(t, ast.Name)), None)
         call = node.value if isinstance(node.value, ast.Call) else None
         attr = call.func.attr if call is not None and isinstance(call.func, ast.Attribute) and \
             isinstance(call.func.value, ast.Name) and call.func.value.id == "self" else None
-        if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) for n in ast.walk(node.value)):
+        summands = _summands(node.value)
+        if len(summands) > 1 and all(isinstance(t, ast.Name) and t.id in pending for t in summands):
+            if target:  # branches merged (Gemma 4's dense MLP + experts), not yet added to the stream
+                pending[target] = pending[summands[0].id]
+        elif any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) for n in ast.walk(node.value)):
             pending.clear()
         elif attr and attr not in blocks and len(call.args) == 1 and isinstance(call.args[0], ast.Name) \
                 and call.args[0].id in pending:
@@ -336,7 +404,7 @@ def post_block_norms(cls: type) -> dict[str, str]:
                 out[block] = attr
             if target:
                 pending[target] = block
-        elif attr in blocks and target:
+        elif (attr in blocks or attr == "experts") and target:
             pending[target] = attr
     shared = {m for m in out.values() if m != RESIDUAL_INSIDE and list(out.values()).count(m) > 1}  # after two blocks
     return {b: m for b, m in out.items() if m not in shared}
@@ -350,7 +418,9 @@ def _layer_sites(i: int, layer: nn.Module, blocks: list[Block]) -> list[Site]:
             sites.append(Site(b.name, b.kind, i, b.out))
             continue
         if b.parts:  # the layer's own fc1/fc2: down_in is fc2's input
-            sites += [Site(f"{b.name}.down_in", "mlp.down_in", i, b.out, capture="input"), Site(b.name, "mlp", i, b.out)]
+            if isinstance(b.out, nn.Linear) or type(b.out).__name__ == "Conv1D":
+                sites.append(Site(f"{b.name}.down_in", "mlp.down_in", i, b.out, capture="input"))
+            sites.append(Site(b.name, "mlp", i, b.out))
             continue
         mlp = b.module
         gate_proj, gate_up = _first(mlp, GATE_NAMES), getattr(mlp, "gate_up_proj", None)
@@ -361,11 +431,13 @@ def _layer_sites(i: int, layer: nn.Module, blocks: list[Block]) -> list[Site]:
         down = _first(mlp, DOWN_NAMES)
         if isinstance(down, nn.Module) and not isinstance(down, nn.ModuleList) and not is_fused(mlp):
             sites.append(Site(f"{b.name}.down_in", "mlp.down_in", i, down, capture="input"))
-        router = _first(mlp, ROUTER_NAMES) if hasattr(mlp, "experts") else None
+        owner = mlp if hasattr(mlp, "experts") else layer if b.name == f"{p}.mlp" and is_fused(
+            getattr(layer, "experts", None)) else None  # Gemma 4 keeps its experts beside the dense MLP
+        router = _first(owner, ROUTER_NAMES) if owner is not None else None
         if router is not None:
             sites.append(Site(f"{p}.router" if b.name == f"{p}.mlp" else f"{b.name}.router", "router", i, router,
                               flat=True))
-        experts = getattr(mlp, "experts", None)
+        experts = getattr(owner, "experts", None)
         if is_fused(experts):
             if experts.has_gate:
                 sites.append(Site(f"{b.name}.experts.gate", "mlp.experts.gate", i, experts, capture="experts"))

@@ -45,6 +45,11 @@ CLASSES = {
     "granitemoehybrid": "a shared MLP beside the MoE",
     "ergo": "gated adds; experts that give each route its own row",
     "zaya": "a projection run again on a zero state [B, 1, C]",
+    "gemma4_text": "a gated per-layer-input block; post-block norms read in the layer's own branch",
+    "gemma3n_text": "AltUp: residual streams first [streams, B, T, C]",
+    "zamba2": "a shared transformer block inside a hybrid layer",
+    "dbrx": "the attention inside a wrapper (norm_attn_norm)",
+    "ctrl": "multi_head_attention",
 }
 PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
 
@@ -55,7 +60,7 @@ def test_each_layout_audits_with_the_quant_check_and_its_residual_matches_plain_
     assert row["status"] == "ok", row
     assert row["quant"] and (row["residual"] == "bit for bit" or row["residual"].startswith("within")), row
     assert row["blocks"] in ("sum = output", "n/a (streams)") or row["blocks"].startswith("not a plain sum: "), row
-    assert row["blocks"] != "n/a (streams)" or model_type in ("deepseek_v4", "qwen4_exp_text"), row
+    assert row["blocks"] != "n/a (streams)" or model_type in ("deepseek_v4", "qwen4_exp_text", "gemma3n_text"), row
 
 
 def test_mixers_and_parallel_branches_are_each_measured():
@@ -150,14 +155,16 @@ def test_multi_stream_residuals_are_measured_over_every_stream_and_located_by_st
     assert S > 1
 
     def plant(module, args, out):
+        if out.shape[1] != 9:  # one sample per batch: sample 1 is the one of 9 tokens
+            return out
         out = out.clone()
-        out[1, 3, 2, 5] = -7.5e4  # sample 1, position 3, stream 2, channel 5
+        out[0, 3, 2, 5] = -7.5e4  # sample 1, position 3, stream 2, channel 5
         return out
 
     handle = model.model.layers[0].register_forward_hook(plant)
     ids = [list(range(3, 15)), list(range(20, 29))]
     try:
-        m = measure(model, find_sites(model), ids, pad_id=0, calib_indices=None, decode=str, batch_size=2)
+        m = measure(model, find_sites(model), ids, pad_id=0, calib_indices=None, decode=str, batch_size=1)
     finally:
         handle.remove()
     res = {s.name: s for s in m.sites}["layers.0.residual"]
@@ -168,3 +175,35 @@ def test_multi_stream_residuals_are_measured_over_every_stream_and_located_by_st
     assert where_channel(loc) == "stream 2, channel 5"
     embed = {s.name: s for s in m.sites}["embed"]
     assert embed.count == (12 + 9) * S * C and embed.absmax_location.stream is not None
+
+
+def test_gemma4_experts_beside_the_dense_mlp_are_measured_and_summed():
+    """Gemma 4's MoE layers keep `router` and `experts` on the layer, beside the dense MLP; the two
+    branches are normed, summed and normed again before the add: `mlp` is that last norm's output."""
+    from transformers import AutoModelForCausalLM
+
+    from maxact_card.measure.passes import measure
+
+    config = coverage.build("gemma4_text").config
+    config.enable_moe_block, config.num_experts, config.top_k_experts, config.moe_intermediate_size = True, 4, 2, 32
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    sites = find_sites(model)
+    layer = model.model.layers[0]
+    names = {s.name: s for s in sites.sites if s.layer == 0}
+    assert names["layers.0.mlp"].module is layer.post_feedforward_layernorm
+    assert names["layers.0.router"].module is layer.router
+    assert names["layers.0.mlp.experts.down_in"].module is layer.experts
+    assert names["layers.0.mlp.per_layer_input"].module is layer.post_per_layer_input_norm
+    assert coverage.blocks_check(model, sites) == "sum = output"
+    out = measure(model, sites, coverage.SAMPLES, 0, str, batch_size=2, calib_indices=[0, 2, 4])
+    assert coverage.experts_check(model, sites, out).endswith("seam = eager")
+    assert out.quant is not None and all(e.layer in (0, 1) for e in out.experts)
+
+
+def test_a_draft_model_is_out_of_scope_in_one_line():
+    from maxact_card.errors import UnsupportedArchitectureError
+    from maxact_card.loading import check_config
+
+    with pytest.raises(UnsupportedArchitectureError, match=r"draft model for speculative decoding.*audit the target"):
+        check_config({"model_type": "gemma4_assistant"}, "google/gemma-4-assistant", trust_remote_code=False)

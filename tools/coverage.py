@@ -37,37 +37,104 @@ def causal_lm_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-# Sub-configs of multimodal models: the text one gets SMALL, the others these (the towers are built,
-# never measured).
+# Sub-configs: the text one and the other parts of the language model (BLT's encoder/decoder/global/
+# patcher, DBRX's attn/ffn) get SMALL, the towers of multimodal models (names below) these (the towers
+# are built, never measured).
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, depth=1, num_attention_heads=2, num_heads=2,
              embed_dim=32)
+TOWER_NAMES = ("vision", "audio", "image", "video", "speech", "vq", "text_encoder")
 MAX_PARAMS = 50_000_000  # a type that will not shrink below this is reported, not built
+
+# Types whose default config will not shrink by the rules alone: fields the rules cannot know (sizes
+# under their own names, a layer pattern with one layer of each kind, defaults that do not build).
+# Nested dicts are merged into that sub-config.
+OVERRIDES = {
+    "ctrl": dict(dff=64),
+    "gptj": dict(rotary_dim=16),  # at most the head dim
+    "codegen": dict(rotary_dim=16),
+    "dbrx": dict(attn_config=dict(rope_theta=10_000.0, kv_n_heads=2, clip_qkv=8.0),  # the default lacks rope_theta
+                 ffn_config=dict(ffn_hidden_size=32, moe_num_experts=4, moe_top_k=2)),
+    "mimo_v2_flash": dict(num_key_value_heads=2),  # sliding layers double the kv heads
+    "kimi_linear": dict(layer_types=["linear_attention", "full_attention"], linear_num_heads=4, linear_head_dim=16),
+    "dots3_note": dict(vision_config=dict(adapter_in_dim=TOWER["hidden_size"], adapter_out_dim=SMALL["hidden_size"]),
+                       audio_config=dict(adapter_input_size=TOWER["hidden_size"], adapter_out_dim=SMALL["hidden_size"]),
+                       text_config=dict(index_n_heads=4, index_head_dim=64, q_lora_rank=32)),
+    "dots1": dict(n_shared_experts=1),  # None by default
+    "cohere_compass_text": dict(rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10_000.0}}),
+    "gpt_neo": dict(attention_types=[[["global", "local"], 1]]),
+    "zamba": dict(num_hidden_layers=3, layers_block_type=["mamba", "hybrid", "hybrid"]),  # ties hybrids to the first
+    "zamba2": dict(layers_block_type=["mamba", "hybrid"]),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention"], num_dense_layers=1),
+    "kolibri1_1": dict(layer_types=["sliding_attention", "indexed_attention"], num_key_value_heads=2,
+                       index_num_heads=2, index_topk=16, index_pool_size=256, index_compression=4),
+    "gemma3n_text": dict(num_kv_shared_layers=0),
+    "blt": dict(encoder_config=dict(hidden_size_global=64), decoder_config=dict(hidden_size_global=64),
+                encoder_hash_byte_group_size=[3, 4]),
+}
+
+
+def _known(config) -> set[str]:
+    """The names a config takes: its own fields and the standard names its attribute_map maps to them."""
+    fields = config.to_dict()
+    return set(fields) | {k for k, v in (getattr(config, "attribute_map", None) or {}).items() if v in fields}
+
+
+def _own_names(config, kw: dict) -> dict:
+    """Standard names that the config's attribute_map sends to its own fields, renamed to those fields
+    (set before its __post_init__ reads them, as DBRX's copies d_model into its ffn_config)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+    amap = getattr(config, "attribute_map", None) or {}
+    rename = {k: v for k, v in amap.items() if v in fields and k not in fields and v not in kw}
+    return {rename.get(k, k): v for k, v in kw.items()}
 
 
 def _shrink(config, small: dict) -> dict:
-    """The entries of `small` the config knows, and its sub-configs shrunk likewise."""
-    known = config.to_dict()
+    """The entries of `small` the config knows (under their own names or its attribute_map's), its
+    vocabulary-sized fields cut to SMALL's vocabulary, and its sub-configs shrunk likewise."""
+    known, fields = _known(config), config.to_dict()
     kw = {k: v for k, v in small.items() if k in known}
+    for k, v in fields.items():  # vocab_size_per_layer_input, encoder_hash_byte_group_vocab, ...
+        if "vocab" in k and k != "vocab_size" and type(v) is int and v > SMALL["vocab_size"]:
+            kw[k] = SMALL["vocab_size"]
+    if {"expand", "num_heads", "head_dim"} <= set(fields) and "hidden_size" in kw:  # Mamba-2: heads x dim = expanded
+        kw["num_heads"] = kw["hidden_size"] * fields["expand"] // kw.get("head_dim", fields["head_dim"])
     for name in getattr(config, "sub_configs", {}) or {}:
         sub = getattr(config, name, None)
         if sub is not None and hasattr(sub, "to_dict"):
-            kw[name] = _per_layer({**sub.to_dict(), **_shrink(sub, SMALL if name == "text_config" else TOWER)},
+            tower = name != "text_config" and any(t in name for t in TOWER_NAMES)
+            kw[name] = _per_layer({**sub.to_dict(), **_own_names(sub, _shrink(sub, TOWER if tower else SMALL))},
                                   sub.to_dict())
     return kw
 
 
 def _per_layer(kw: dict, default: dict) -> dict:
-    """Per-layer lists (layer_types, ...) cut to the shrunk number of layers."""
+    """Per-layer lists (layer_types, ...) cut to the shrunk number of layers, counts of layers that were
+    all of them (num_kv_shared_layers) made all of them again; a per_layer_config keyed by layer
+    indices past it dropped (the config derives it again)."""
     n, old = kw.get("num_hidden_layers"), default.get("num_hidden_layers")
     if not isinstance(n, int) or not isinstance(old, int) or n >= old:
         return kw
+    per_layer = kw.get("per_layer_config")
+    if isinstance(per_layer, dict) and any(str(k).isdigit() and int(k) >= n for k in per_layer):
+        kw = {k: v for k, v in kw.items() if k != "per_layer_config"}
+    kw = {k: n if k.endswith("_layers") and v == old and not isinstance(v, bool) else v for k, v in kw.items()}
     return {k: v[:n] if isinstance(v, list) and len(v) == old else v for k, v in kw.items()}
+
+
+def _merge(kw: dict, over: dict) -> dict:
+    """`over` on top of `kw`, nested dicts (sub-configs) merged."""
+    out = dict(kw)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def tiny_configs(model_type: str):
     """The type's config, shrunk: first with every SMALL field the config class (or its text
     sub-config) knows, then without head_dim (multi-head latent attention derives its own), then
-    with the sizes alone."""
+    with the sizes alone; each with the type's OVERRIDES."""
     from transformers import AutoConfig
 
     default = AutoConfig.for_model(model_type)
@@ -76,8 +143,9 @@ def tiny_configs(model_type: str):
              "num_key_value_heads", "pad_token_id", "bos_token_id", "eos_token_id", "text_config", "vision_config")
     tries = [known, {k: v for k, v in known.items() if k != "head_dim"},
              {k: v for k, v in known.items() if k in sizes}]
+    over = OVERRIDES.get(model_type, {})
     for kw in tries:
-        yield lambda kw=kw: AutoConfig.for_model(model_type, **kw)
+        yield lambda kw=_own_names(default, _merge(kw, over)): AutoConfig.for_model(model_type, **kw)
 
 
 def build(model_type: str):
@@ -128,7 +196,8 @@ def residual_check(model, sites, stats) -> str:
     def hook(i):
         def fn(module, args, out):  # the layer's output; past tokens the model put before the input
             x = activation(residual[i], out, ctx)
-            seen[i] = max(seen.get(i, 0.0), float(x.detach().float().abs().max()))
+            if x is not None:
+                seen[i] = max(seen.get(i, 0.0), float(x.detach().float().abs().max()))
         return fn
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(sites.layers)]
@@ -165,8 +234,9 @@ def contributions(model, sites, ids):
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name, site, x):
-        if name not in seen:
-            seen[name] = activation(site, x, ctx).detach().clone()
+        x = activation(site, x, ctx)
+        if name not in seen and x is not None:
+            seen[name] = x.detach().clone()
 
     handles = [s.module.register_forward_hook(lambda m, a, out, s=s: keep(s.name, s, out))
                for s in sites.sites if s.kind in ("attn", "mixer", "mlp", "residual") and s.capture == "output"]
@@ -193,6 +263,8 @@ NOT_A_SUM = {
     "openai-gpt": "post-norm layers (LayerNorm after each add)",
     "git": "post-norm layers (BERT's LayerNorm after each add)",
     "rwkv": "layer 0 normalizes the embeddings first (pre_ln)",
+    "zamba": "the shared transformer block's output feeds the mamba mixer's input, not the stream",
+    "zamba2": "the shared transformer block's output feeds the mamba mixer's input, not the stream",
     "inkling2_text": "block attention residuals (at a block boundary the stream restarts from earlier block states)",
     "inkling2_loop_text": "block attention residuals (at a block boundary the stream restarts from earlier block states)",
 }
@@ -259,7 +331,11 @@ def probe_type(model_type: str) -> dict:
     from maxact_card.loading import check_config
 
     try:  # what `maxact-card audit` says from config.json alone, before any download
-        check_config(AutoConfig.for_model(model_type).to_dict(), model_type, trust_remote_code=True)
+        try:
+            cfg = AutoConfig.for_model(model_type).to_dict()
+        except Exception:  # noqa: BLE001 - a default that does not validate (gemma4_assistant's)
+            cfg = {"model_type": model_type}
+        check_config(cfg, model_type, trust_remote_code=True)
     except UnsupportedArchitectureError as e:
         return {**row, "status": "out of scope", "note": str(e).split(";")[0][:160]}
     try:

@@ -40,6 +40,8 @@ def activation(site: Site, value, ctx: BatchContext) -> Optional[torch.Tensor]:
         # [B, T, streams, C] (hyper-connections' residual streams), [B, T, groups, C] (a grouped
         # projection's input): all of a token's values in its row
         return x.reshape(B, T, -1)
+    if x.dim() == 4 and tuple(x.shape[1:3]) == (B, T):  # [streams, B, T, C]: Gemma 3n's AltUp streams
+        return x.permute(1, 2, 0, 3).reshape(B, T, -1)
     if x.dim() == 3 and x.shape[0] == B and x.shape[1] > T:
         return x[:, -T:]  # tokens the model puts before the input (CPM-Ant's prompt): the input's positions
     return x if tuple(x.shape[:2]) == (B, T) else None
