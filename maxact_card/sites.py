@@ -229,8 +229,10 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
         if kind is not None:
             candidates.append((attr, child, kind))
         elif not isinstance(child, nn.ModuleList):  # a wrapper: DBRX's norm_attn_norm, Zamba's shared transformer
-            candidates += [(f"{attr}.{sub}", g, k) for sub, g in child.named_children()
-                           if (k := _kind(sub, g)) is not None and not isinstance(g, nn.ModuleList)]
+            inner = [(f"{attr}.{sub}", g, k) for sub, g in child.named_children()
+                     if (k := _kind(sub, g)) is not None and not isinstance(g, nn.ModuleList)]
+            if any(k != "mlp" for _, _, k in inner):  # (not a gated norm's own small MLP: AXK2's)
+                candidates += inner
     for attr, child, kind in candidates:
         members = [(f"{attr}.{j}", m) for j, m in enumerate(child)] if isinstance(child, nn.ModuleList) \
             else [(attr, child)]
