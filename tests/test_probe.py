@@ -201,7 +201,8 @@ def test_massive_count_equals_brute_force_over_many_candidate_rows():
     """More candidate rows (|a| > 100) than the CPU examines at a time, some massive, some not, one
     padding row that would count: the accumulator's count is the per-row definition's."""
     from maxact_card.measure.context import BatchContext
-    from maxact_card.measure.site_stats import MASSIVE_CHUNK, SiteBank, SiteInfo
+    from maxact_card.measure.row_stats import MASSIVE_CHUNK
+    from maxact_card.measure.site_stats import SiteBank, SiteInfo
 
     g = torch.Generator().manual_seed(3)
     B, T, C = 3, 120, 65  # odd C: one median per row

@@ -1,7 +1,7 @@
 """Streaming statistics of every probe site: per-row reductions inside the hooks, one fold per forward.
 
-A hook reduces each token row of its activation [B, T, C] into preallocated row buffers, a few
-full-tensor reductions and nothing else: max and min with their channels, the float32 sum and L2
+A hook reduces each token row of its activation [B, T, C] into preallocated row buffers
+(row_stats.py), a few full-tensor reductions and nothing else: max and min with their channels, the float32 sum and L2
 norm, the histogram bins of every `hist_stride`-th row, and (residual sites) the channel maxima.
 After the forward pass, `fold()` turns the rows of every site at once into the statistics:
 count, max, min, sums, the top rows with their locations (M's location is the first), the
@@ -27,8 +27,9 @@ import torch
 
 from ..report import ChannelMax, Location, SiteStats, TopValue
 from .context import NO_KEY, BatchContext, Rows
-from .histogram import FINE_BINS, HIST_BINS, add_counts, coarse, coarse_bins_host, fine_bins, histogram_quantiles
+from .histogram import FINE_BINS, HIST_BINS, coarse, histogram_quantiles
 from .observers import KeepBest, Merge, Observer
+from .row_stats import MASSIVE_ABS, SPREAD, TOP_K, Scratch, channel_and_value, cpu_rows, device_rows
 
 # Every site's running totals, per site: how the banks allocate them, merge them across
 # processes, and derive mean, std and rms from them.
@@ -51,15 +52,7 @@ def moments(h: dict, i: int, count: int) -> tuple[float, float, float]:
     return mean, math.sqrt(max(ms - mean * mean, 0.0)), math.sqrt(ms)
 
 
-# The accelerator path counts a site's histogram into SPREAD copies, channel c into copy c % SPREAD,
-# summed in the fold: neighbouring values of a row mostly share a bin, and atomic adds to one bin
-# wait for each other (one copy: the index_add was half the probe's time on an H200).
-SPREAD = 4
-TOP_K = 16  # top rows (tokens) per site, each with the channel of its largest |a|
 TOP_CHANNELS = 16
-MASSIVE_ABS = 100.0  # Sun et al. 2024: |a| > 100 ...
-MASSIVE_RATIO = 1000.0  # ... and > 1000x the median |a| of its token
-MASSIVE_CHUNK = 128  # candidate rows examined at a time on the CPU
 
 TOP = KeepBest(TOP_K, "top_score", "top_key", ("top_score", "top_key", "top_val", "top_loc"), dim=1)
 FIRST_NONFINITE = KeepBest(1, "nf_score", "nf_key", ("nf_score", "nf_key", "nf_loc"), dim=1)
@@ -72,44 +65,6 @@ class SiteInfo:
     layer: Optional[int]
     channels: bool = False  # keep per-channel max |a| (residual sites)
     streams: int = 1  # rows hold every residual stream of a token: channel = stream * width + c
-
-
-class _Scratch:
-    """Row buffers of one forward pass for the sites on one device with one dtype."""
-
-    def __init__(self, S: int, N: int, device: torch.device, dtype: torch.dtype, device_path: bool) -> None:
-        f32, i64 = torch.float32, torch.int64
-        self.N, self.dtype, self.device_path = N, dtype, device_path
-        self.mx = torch.empty(S, N, dtype=dtype, device=device)
-        self.mn = torch.empty(S, N, dtype=dtype, device=device)
-        self.imx = torch.empty(S, N, dtype=i64, device=device)
-        self.imn = torch.empty(S, N, dtype=i64, device=device)
-        self.s1 = torch.empty(S, N, dtype=f32, device=device)
-        self.s2 = torch.empty(S, N, dtype=f32, device=device)
-        self.nf = torch.zeros(S, N, dtype=i64, device=device)  # non-finite values per row (exact mode)
-        self.nfc = torch.zeros(S, N, dtype=i64, device=device)  # first non-finite channel (exact mode)
-        self.mas = torch.zeros(S, N, dtype=i64, device=device)  # massive values per row
-        # The CPU path's channel of each row's largest |a| and its signed value (the accelerator path
-        # derives them in the fold from the channels of the row's max and min).
-        self.ch = torch.zeros(S, N, dtype=i64, device=device) if not device_path else None
-        self.val = torch.zeros(S, N, dtype=torch.float64, device=device) if not device_path else None
-        # This forward's histogram counts (the CPU path counts straight into the state).
-        self.hist = torch.zeros(S, SPREAD * FINE_BINS, dtype=torch.int32, device=device) if device_path else None
-        self._spread: dict[int, torch.Tensor] = {}
-        self.ones = torch.ones((), dtype=torch.int32, device=device)
-        self.sites: list[int] = []
-
-    def spread(self, C: int) -> torch.Tensor:
-        """[C] int32: the copy of the histogram each channel counts into (c % SPREAD), as a bin offset."""
-        t = self._spread.get(C)
-        if t is None:
-            t = self._spread[C] = ((torch.arange(C, device=self.mx.device) % SPREAD) * FINE_BINS).to(torch.int32)
-        return t
-
-    def clear(self) -> None:
-        if self.hist is not None:
-            self.hist.zero_()
-        self.sites = []
 
 
 class SiteBank(Observer):
@@ -141,11 +96,11 @@ class SiteBank(Observer):
         self._chan_scratch: Optional[torch.Tensor] = None
         self.exact = [False] * S  # accelerator modes, set by the batch loop from fold()'s answer
         self.massive_mode = [False] * S
-        self._scratch: dict[tuple, _Scratch] = {}
+        self._scratch: dict[tuple, Scratch] = {}
         self._width = [0] * S
         self.row_width = [0] * S  # each site's row width (every stream of a multi-stream residual)
-        self._fired: list[Optional[_Scratch]] = [None] * S
-        self._repeat: dict[tuple, _Scratch] = {}  # a second call's rows (site_stats._again)
+        self._fired: list[Optional[Scratch]] = [None] * S
+        self._repeat: dict[tuple, Scratch] = {}  # a second call's rows (site_stats._again)
         self._chan_row = {s: r for r, s in enumerate(self.chan_sites)}
 
     # -- the observer interface ----------------------------------------------------------------------
@@ -190,16 +145,16 @@ class SiteBank(Observer):
         key = (x.device, x.dtype, x2.shape[0])
         sc = self._scratch.get(key)
         if sc is None:
-            sc = self._scratch[key] = _Scratch(len(self.sites), x2.shape[0], x.device, x.dtype,
+            sc = self._scratch[key] = Scratch(len(self.sites), x2.shape[0], x.device, x.dtype,
                                                self._on_accelerator(x))
         sc.sites.append(i)
         self._fired[i] = sc
         self._width[i] = self.row_width[i] = C
         if sc.device_path:
-            _device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
+            device_rows(sc, i, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
             exact = self.exact[i]
         else:
-            exact = _cpu_rows(sc, i, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
+            exact = cpu_rows(sc, i, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
         if i in self._chan_row:
             self._channels(i, x2, rows, C, exact)
 
@@ -215,14 +170,14 @@ class SiteBank(Observer):
         key = (x2.device, x2.dtype, N)
         tmp = self._repeat.get(key)
         if tmp is None:
-            tmp = self._repeat[key] = _Scratch(1, N, x2.device, x2.dtype, sc.device_path)
+            tmp = self._repeat[key] = Scratch(1, N, x2.device, x2.dtype, sc.device_path)
         for t in (tmp.nf, tmp.nfc, tmp.mas):  # written only in the modes that need them
             t.zero_()
         if sc.device_path:
-            _device_rows(tmp, 0, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
+            device_rows(tmp, 0, x2, rows, offset, self.hist_stride, self.exact[i], self.massive_mode[i], sc.hist[i])
             exact = self.exact[i]
         else:
-            exact = _cpu_rows(tmp, 0, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
+            exact = cpu_rows(tmp, 0, x2, rows, offset, self.hist_stride, float(self.top_score[i, -1]), self.hist[i])
         if sc.ch is not None:  # the CPU path's channel and value of each row's largest |a|
             take = torch.maximum(tmp.mx[0], tmp.mn[0].neg()) > torch.maximum(sc.mx[i], sc.mn[i].neg())
             sc.ch[i] = torch.where(take, tmp.ch[0], sc.ch[i])
@@ -356,7 +311,7 @@ class SiteBank(Observer):
         """Forget the rows of a forward pass that did not finish (out of memory)."""
         self._discard()
 
-    def _gather(self, groups: list[_Scratch]) -> dict[str, torch.Tensor]:
+    def _gather(self, groups: list[Scratch]) -> dict[str, torch.Tensor]:
         """The row buffers of every group as one set on the bank's device (float64 values)."""
         dev = self.count.device
         sets = [_group_rows(sc, dev) for sc in groups]
@@ -379,7 +334,7 @@ class SiteBank(Observer):
         return tuple(_site_result(s, i, host, self._chan_row.get(i), decode) for i, s in enumerate(self.sites))
 
 
-def _group_rows(sc: _Scratch, dev: torch.device) -> dict[str, torch.Tensor]:
+def _group_rows(sc: Scratch, dev: torch.device) -> dict[str, torch.Tensor]:
     """One group's row buffers on `dev`, values in float64; with each row's channel of its largest
     |a| (`ch`, the first among equals) and that signed value (`val`)."""
     out = {n: getattr(sc, n).to(dev) for n in ("mx", "mn", "s1", "s2", "nf", "nfc", "mas")}
@@ -402,13 +357,6 @@ def _top_candidates(cand: dict[str, torch.Tensor], rabs: torch.Tensor) -> dict[s
     width = int((rabs >= bound).sum(1).max())
     idx = rabs.topk(width, dim=1).indices
     return {n: t.gather(1, idx if t.dim() == 2 else idx[..., None].expand(-1, -1, t.shape[2])) for n, t in cand.items()}
-
-
-def channel_and_value(mx: torch.Tensor, mn: torch.Tensor, imx: torch.Tensor, imn: torch.Tensor):
-    """From each row's max and min and their (first) channels: the first channel of the row's largest
-    |a|, and the signed value there."""
-    ch = torch.where(mx > mn.neg(), imx, torch.where(mn.neg() > mx, imn, torch.minimum(imx, imn)))
-    return ch, torch.where(ch == imx, mx, mn)
 
 
 def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decode) -> SiteStats:
@@ -443,78 +391,3 @@ def _site_result(info: SiteInfo, i: int, h: dict, chan_row: Optional[int], decod
         mean=mean, std=std, rms=rms, quantiles=histogram_quantiles(h["hist"][i]), top=top, massive=int(h["massive"][i]),
         top_channels=chans,
     )
-
-
-# -- the hook's reductions: into row `i` of the scratch buffers --------------------------------------------
-def _device_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, exact: bool,
-                 massive: bool, hist: torch.Tensor) -> None:
-    """No host sync, no data-dependent shape. Lean: six full-tensor ops."""
-    if exact:
-        ok = torch.isfinite(x2) & rows.valid[:, None]
-        bad = ~ok & rows.valid[:, None]
-        torch.sum(bad, -1, out=sc.nf[i])
-        torch.argmax(bad.to(torch.uint8), -1, out=sc.nfc[i])
-        torch.max(torch.where(ok, x2, -math.inf), -1, out=(sc.mx[i], sc.imx[i]))
-        torch.min(torch.where(ok, x2, math.inf), -1, out=(sc.mn[i], sc.imn[i]))
-        x2 = torch.where(ok, x2, 0)
-    else:
-        torch.max(x2, -1, out=(sc.mx[i], sc.imx[i]))
-        torch.min(x2, -1, out=(sc.mn[i], sc.imn[i]))
-    torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
-    torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    bins = fine_bins(x2[offset::stride], rows.hist_mask[offset::stride])
-    if hist.shape[-1] > FINE_BINS:  # the scratch's SPREAD copies
-        bins = bins + sc.spread(bins.shape[-1])
-    add_counts(hist, bins, sc.ones, host=False)
-    if exact or massive:
-        a = x2.abs()
-        med = a.kthvalue((a.shape[-1] - 1) // 2 + 1, -1).values
-        thr = torch.clamp(med * MASSIVE_RATIO, min=MASSIVE_ABS)
-        torch.sum(a > thr[:, None], -1, out=sc.mas[i])
-
-
-def _cpu_rows(sc: _Scratch, i: int, x2: torch.Tensor, rows: Rows, offset: int, stride: int, best: float,
-              hist: torch.Tensor) -> bool:
-    """The same statistics on the CPU, where reading a value costs nothing (and a max with its index
-    costs 10x a plain max): a batch with NaN/Inf takes the exact path; the channel of a row's
-    largest |a| is found only for rows that can enter the top rows (score >= `best`, the current
-    16th); massive-activation medians only for rows that can hold one; histogram counts go straight
-    into the state's row `hist` (64 bins per octave). True: the exact path ran."""
-    mx, mn = x2.amax(-1), x2.amin(-1)
-    bad_rows = ~(torch.isfinite(mx) & torch.isfinite(mn)) & rows.valid
-    uncounted = int((~rows.valid[offset::stride]).sum()) * x2.shape[1]  # padding: routed to bin 0
-    if bool(bad_rows.any()):
-        fine = torch.zeros(FINE_BINS, dtype=torch.int32)
-        _device_rows(sc, i, x2, rows, offset, stride, exact=True, massive=True, hist=fine)
-        sc.ch[i], sc.val[i] = channel_and_value(sc.mx[i].double(), sc.mn[i].double(), sc.imx[i], sc.imn[i])
-        hist += coarse(fine).double()
-        hist[0] -= uncounted + int(sc.nf[i][offset::stride].sum())  # and the NaN/Inf, read as 0
-        return True
-    sc.mx[i], sc.mn[i] = mx, mn
-    sc.nf[i].zero_()
-    torch.sum(x2, -1, dtype=torch.float32, out=sc.s1[i])
-    torch.linalg.vector_norm(x2, 2, -1, dtype=torch.float32, out=sc.s2[i])
-    add_counts(hist, coarse_bins_host(x2[offset::stride], rows.hist_mask[offset::stride]), host=True)
-    hist[0] -= uncounted
-    rabs = torch.where(rows.valid, torch.maximum(mx, mn.neg()), -1)
-    kth = float(rabs.topk(min(TOP_K, rabs.numel())).values[-1])
-    top = (rabs >= max(kth, best, 0.0)).nonzero().reshape(-1)  # ties at the bound included
-    sub = x2.index_select(0, top)
-    ch = sub.abs().argmax(-1)
-    sc.ch[i].index_copy_(0, top, ch)
-    sc.val[i].index_copy_(0, top, sub.gather(1, ch[:, None])[:, 0].double())
-    sc.mas[i].zero_()
-    cand = (rabs > MASSIVE_ABS).nonzero().reshape(-1)
-    C = x2.shape[-1]
-    for start in range(0, cand.numel(), MASSIVE_CHUNK):
-        r = cand[start : start + MASSIVE_CHUNK]
-        a = x2.index_select(0, r).abs_()
-        # A row whose median is already >= max/1000 holds none: fewer than (C-1)//2 + 1 of its
-        # values lie below max/1000. One comparison settles most rows; the rest get a median.
-        below = (a < (rabs[r] / MASSIVE_RATIO)[:, None].to(a.dtype)).sum(-1)
-        keep = below > (C - 1) // 2
-        if bool(keep.any()):
-            a, r = a[keep], r[keep]
-            thr = torch.clamp(a.median(-1).values * MASSIVE_RATIO, min=MASSIVE_ABS)
-            sc.mas[i].index_copy_(0, r, (a > thr[:, None]).sum(-1))
-    return False
