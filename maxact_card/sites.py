@@ -33,7 +33,7 @@ from .errors import UnsupportedArchitectureError
 # an MLP) is taken for what its class is.
 ATTN_NAMES = ("self_attn", "linear_attn", "attn", "attention", "self_attention", "self_att", "multi_head_attention")
 MIXER_NAMES = ("mixer", "mamba", "conv", "short_conv", "temporal_block", "recurrent", "ssm", "mlstm_layer")
-MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block", "mlps", "shared_mlp")
+MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "ffn", "mlp_block", "mlps", "shared_mlp", "laurel")
 # Inside an MoE block (one with `experts`), the router; dense MLPs name their projection gate_proj.
 ROUTER_NAMES = ("gate", "router")
 NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "final_norm", "ln_f", "norm_f", "embedding_norm", "layer_norm",
@@ -240,8 +240,10 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
             count[kind] = count.get(kind, 0) + 1
             name = f"{p}.{kind}" if count[kind] == 1 else f"{p}.{kind}.{path}"
             out = m
-            if post.get(attr) == RESIDUAL_INSIDE or adds_residual(type(m)):
+            if post.get(attr) == RESIDUAL_INSIDE:
                 out = _output_projection(m, kind)
+            elif added_term(type(m)) is not None:
+                out = _added_module(m, kind)
             elif _post_norm_output(m) is not None:
                 out = _post_norm_output(m)
             elif attr in post and len(members) == 1 and isinstance(getattr(layer, post[attr], None), nn.Module):
@@ -286,31 +288,57 @@ def _output_projection(block: nn.Module, kind: str) -> nn.Module:
 
 
 @functools.cache
-def adds_residual(cls: type) -> bool:
-    """A block whose forward returns its input plus what it computed (CPM-Ant's blocks):
-    `return x + y`, or `x = x + y` ... `return x`, x being its first argument and still the input
-    there (DeepSeek's MoE adds its shared experts to a reassigned `hidden_states`)."""
+def added_term(cls: type) -> Optional[str]:
+    """For a block whose forward returns its input plus what it computed (CPM-Ant's blocks, Gemma 3n's
+    LAuReL): `return x + y`, or `x = x + y` ... `return x`, x being its first argument and still the
+    input there (DeepSeek's MoE adds its shared experts to a reassigned `hidden_states`), the
+    variable y ("" where y is not a plain variable); None for any other block."""
     try:
         fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
     except (OSError, TypeError, SyntaxError, IndexError):
-        return False
+        return None
     if not isinstance(fn, ast.FunctionDef) or len(fn.args.args) < 2:
-        return False
+        return None
     first = fn.args.args[1].arg
 
-    def plus_input(node) -> bool:
-        return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and \
-            any(isinstance(side, ast.Name) and side.id == first for side in (node.left, node.right))
+    def other(node) -> Optional[str]:
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)):
+            return None
+        sides = [node.left, node.right]
+        if not any(isinstance(side, ast.Name) and side.id == first for side in sides):
+            return None
+        rest = [side for side in sides if not (isinstance(side, ast.Name) and side.id == first)]
+        return rest[0].id if rest and isinstance(rest[0], ast.Name) else ""
 
     assigns = sorted((n for n in ast.walk(fn) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and any(
         isinstance(t, ast.Name) and t.id == first for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))),
         key=lambda n: n.lineno)
     returns = [(n.lineno, n.value.elts[0] if isinstance(n.value, ast.Tuple) and n.value.elts else n.value)
                for n in ast.walk(fn) if isinstance(n, ast.Return) and n.value is not None]
-    if any(plus_input(r) and not any(a.lineno < line for a in assigns) for line, r in returns):
-        return True
-    return bool(assigns) and isinstance(assigns[0], ast.Assign) and plus_input(assigns[0].value) and \
-        len(assigns) == 1 and any(isinstance(r, ast.Name) and r.id == first for _, r in returns)
+    for line, r in returns:
+        if other(r) is not None and not any(a.lineno < line for a in assigns):
+            return other(r)
+    if len(assigns) == 1 and isinstance(assigns[0], ast.Assign) and other(assigns[0].value) is not None and \
+            any(isinstance(r, ast.Name) and r.id == first for _, r in returns):
+        return other(assigns[0].value)
+    return None
+
+
+def _added_module(block: nn.Module, kind: str) -> nn.Module:
+    """What a block that adds its input itself adds: the module that last produced the added
+    variable (LAuReL's post_laurel_norm), else the output projection."""
+    var = added_term(type(block))
+    fn = ast.parse(textwrap.dedent(inspect.getsource(type(block).forward))).body[0] if var else None
+    producers = [] if fn is None else [
+        n.value.func.attr for n in sorted((n for n in ast.walk(fn) if isinstance(n, ast.Assign)), key=lambda n: n.lineno)
+        if isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Attribute)
+        and isinstance(n.value.func.value, ast.Name) and n.value.func.value.id == "self"
+        and any(isinstance(t, ast.Name) and t.id == var
+                for tgt in n.targets for t in (tgt.elts if isinstance(tgt, ast.Tuple) else [tgt]))]
+    for attr in reversed(producers):  # the last that the block has (CPM-Ant's dropout may be None)
+        if isinstance(getattr(block, attr, None), nn.Module):
+            return getattr(block, attr)
+    return _output_projection(block, kind)
 
 
 @functools.cache
