@@ -61,6 +61,7 @@ def test_each_layout_audits_with_the_quant_check_and_its_residual_matches_plain_
     assert row["quant"] and (row["residual"] == "bit for bit" or row["residual"].startswith("within")), row
     assert row["blocks"] in ("sum = output", "n/a (streams)") or row["blocks"].startswith("not a plain sum: "), row
     assert row["blocks"] != "n/a (streams)" or model_type in ("deepseek_v4", "qwen4_exp_text", "gemma3n_text"), row
+    assert model_type not in PAPER or row["blocks"] == "sum = output", row  # the paper's families: plain sums
 
 
 def test_mixers_and_parallel_branches_are_each_measured():
