@@ -62,7 +62,7 @@ class Site:
     select: int = 0
     half: bool = False
     flat: bool = False
-    streams: int = 1  # a multi-stream residual [B, T, streams, C] (hyper-connections), read as [B, T, streams*C]
+    streams: int = 1  # a multi-stream residual, each token's row holding every stream: channel = stream * C + c
 
 
 @dataclass(frozen=True)
@@ -244,17 +244,18 @@ def layer_blocks(i: int, layer: nn.Module) -> list[Block]:
                 out = _output_projection(m, kind)
             elif added_term(type(m)) is not None:
                 out = _added_module(m, kind)
-            elif _post_norm_output(m) is not None:
-                out = _post_norm_output(m)
+            elif (dense := _post_norm_output(m)) is not None:
+                out = dense
             elif attr in post and len(members) == 1 and isinstance(getattr(layer, post[attr], None), nn.Module):
                 out = getattr(layer, post[attr])  # (a norm the forward uses only under some configs may be absent)
             found.append(Block(i, kind, name, m, out))
     fc1, fc2 = getattr(layer, "fc1", None), getattr(layer, "fc2", None)
     if not any(b.kind == "mlp" for b in found) and isinstance(fc1, nn.Module) and isinstance(fc2, nn.Module):
         found.append(Block(i, "mlp", f"{p}.mlp", layer, fc2, ("fc1", "fc2")))
-    inter = getattr(layer, "intermediate", None)
-    if not any(b.kind == "mlp" for b in found) and isinstance(inter, nn.Module) and _post_norm_output(layer):
-        found.append(Block(i, "mlp", f"{p}.mlp", layer, _post_norm_output(layer), ("intermediate", "output")))
+    dense = _post_norm_output(layer)
+    if not any(b.kind == "mlp" for b in found) and isinstance(getattr(layer, "intermediate", None), nn.Module) \
+            and dense is not None:
+        found.append(Block(i, "mlp", f"{p}.mlp", layer, dense, ("intermediate", "output")))
     ple, ple_out = getattr(layer, "per_layer_projection", None), getattr(layer, "post_per_layer_input_norm", None)
     if isinstance(ple, nn.Linear) and isinstance(ple_out, nn.Module):  # Gemma 3n/4's per-layer input, gated
         found.append(Block(i, "mlp", f"{p}.mlp.per_layer_input", layer, ple_out,
@@ -293,11 +294,8 @@ def added_term(cls: type) -> Optional[str]:
     LAuReL): `return x + y`, or `x = x + y` ... `return x`, x being its first argument and still the
     input there (DeepSeek's MoE adds its shared experts to a reassigned `hidden_states`), the
     variable y ("" where y is not a plain variable); None for any other block."""
-    try:
-        fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
-    except (OSError, TypeError, SyntaxError, IndexError):
-        return None
-    if not isinstance(fn, ast.FunctionDef) or len(fn.args.args) < 2:
+    fn = _forward_fn(cls)
+    if fn is None or len(fn.args.args) < 2:
         return None
     first = fn.args.args[1].arg
 
@@ -328,7 +326,7 @@ def _added_module(block: nn.Module, kind: str) -> nn.Module:
     """What a block that adds its input itself adds: the module that last produced the added
     variable (LAuReL's post_laurel_norm), else the output projection."""
     var = added_term(type(block))
-    fn = ast.parse(textwrap.dedent(inspect.getsource(type(block).forward))).body[0] if var else None
+    fn = _forward_fn(type(block)) if var else None
     producers = [] if fn is None else [
         n.value.func.attr for n in sorted((n for n in ast.walk(fn) if isinstance(n, ast.Assign)), key=lambda n: n.lineno)
         if isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Attribute)
@@ -342,11 +340,13 @@ def _added_module(block: nn.Module, kind: str) -> nn.Module:
 
 
 @functools.cache
-def _forward_tree(cls: type) -> Optional[ast.AST]:
+def _forward_fn(cls: type) -> Optional[ast.FunctionDef]:
+    """The parsed source of a module class's forward (None where there is none to read)."""
     try:
-        return ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
-    except (OSError, TypeError, SyntaxError):
+        fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError):
         return None
+    return fn if isinstance(fn, ast.FunctionDef) else None
 
 
 def _flag(test: ast.AST) -> Optional[tuple[str, bool]]:
@@ -391,10 +391,10 @@ def post_block_norms(layer: nn.Module) -> dict[str, str]:
     GLM-4's post_self_attn_layernorm), a short convolution (Inkling's attn_sconv); read from the
     layer's forward: a `self.<module>(x)` on what a `self.<block>(...)` returned, before the next
     addition, in the branches the layer's own flags take."""
-    tree = _forward_tree(type(layer))
-    if tree is None:
+    fn = _forward_fn(type(layer))
+    if fn is None:
         return {}
-    names = sorted({f[0] for n in ast.walk(tree) if isinstance(n, ast.If) and (f := _flag(n.test)) is not None})
+    names = sorted({f[0] for n in ast.walk(fn) if isinstance(n, ast.If) and (f := _flag(n.test)) is not None})
     flags = tuple((n, bool(getattr(layer, n))) for n in names
                   if isinstance(getattr(layer, n, None), (bool, int, float, type(None))))
     return _post_modules(type(layer), flags)
@@ -402,16 +402,15 @@ def post_block_norms(layer: nn.Module) -> dict[str, str]:
 
 @functools.cache
 def _post_modules(cls: type, flags: tuple[tuple[str, bool], ...]) -> dict[str, str]:
-    tree = _forward_tree(cls)
-    fn = tree.body[0] if tree is not None and tree.body else None
-    if not isinstance(fn, ast.FunctionDef):
+    fn = _forward_fn(cls)
+    if fn is None:
         return {}
     out: dict[str, str] = {}
     pending: dict[str, str] = {}  # variable -> the block whose output it holds
     blocks = ATTN_NAMES + MIXER_NAMES + MLP_NAMES
     # A block called with the residual (BLOOM's dropout_add inside) returns the stream, not its part:
     # what it adds is its output projection's output.
-    for call in ast.walk(tree):
+    for call in ast.walk(fn):
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in blocks and \
                 any(isinstance(a, ast.Name) and a.id == "residual" for a in [*call.args, *(k.value for k in call.keywords)]):
             out[call.func.attr] = RESIDUAL_INSIDE

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxact_card.measure.hooks import activation
-from maxact_card.measure.context import make_context
 from maxact_card.sites import find_sites
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,37 +78,14 @@ def test_mixers_and_parallel_branches_are_each_measured():
     assert down.module is opt.layers[0].fc2 and down.capture == "input"
 
 
-def contributions(model, ids):
-    """One forward: each layer's input, output, and the tensors its attn/mixer/mlp sites see."""
-    sites = find_sites(model)
-    ctx = make_context(ids, torch.ones_like(ids), torch.arange(ids.shape[0]), None)
-    seen: dict[str, torch.Tensor] = {}
-    handles = []
-    for s in sites.sites:
-        if s.kind not in ("attn", "mixer", "mlp", "residual") or s.capture != "output":
-            continue
-        handles.append(s.module.register_forward_hook(
-            lambda m, a, out, s=s: seen.__setitem__(s.name, activation(s, out, ctx).detach().clone())))
-    for i, layer in enumerate(sites.layers):
-        handles.append(layer.register_forward_pre_hook(
-            lambda m, a, kw, i=i: seen.__setitem__(f"in.{i}", (a[0] if a else kw["hidden_states"]).clone()),
-            with_kwargs=True))
-    try:
-        with torch.no_grad():
-            model(ids, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return sites, seen
-
-
 @pytest.mark.parametrize("model_type", ["olmo2", "glm4", "gemma3_text", "llama", "bloom", "qwen3_5_moe_text", "nemotron_h"])
 def test_attn_and_mlp_are_what_the_block_adds_to_the_residual_stream(model_type):
     """input + attn (+ mixer) + mlp == the layer's output, for every layer: the sites are the summands,
     after any post-block norm (olmo2's raw attention output is 0.002 where 0.6 is added); nemotron_h's
     one `mixer` per layer is an attention, a mamba mixer or an MLP by its class."""
     model = coverage.build(model_type)
-    sites, seen = contributions(model, torch.tensor([coverage.SAMPLES[0]]))
+    sites = find_sites(model)
+    seen = coverage.contributions(model, sites, torch.tensor([coverage.SAMPLES[0]]))
     for i in range(sites.num_layers):
         parts = [b.name for b in sites.blocks if b.layer == i]
         assert model_type == "nemotron_h" or {b.kind for b in sites.blocks if b.layer == i} >= {"attn", "mlp"}, parts
