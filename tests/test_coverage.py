@@ -48,6 +48,9 @@ CLASSES = {
     "zamba2": "a shared transformer block inside a hybrid layer",
     "dbrx": "the attention inside a wrapper (norm_attn_norm)",
     "ctrl": "multi_head_attention",
+    "dots3_note_text": "per-layer settings (once a crash in the batch-size estimate)",
+    "jetmoe": "mixture of attention (once a KeyError in the quant check)",
+    "kolibri1": "an MoE named `moe` beside `mlp`",
 }
 PAPER = ("qwen2", "qwen3", "qwen3_5_text", "gemma2", "gemma3_text", "llama", "gpt_oss", "bailing_hybrid")  # bailing: Ling
 
